@@ -1,0 +1,190 @@
+// The `sdpo` command line: plugins, train, sample, pretrain.
+#include <boost/json.hpp>
+#include <boost/program_options.hpp>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include <ATen/ATen.h>
+
+#include "sdpo/checkpoint.h"
+#include "sdpo/components.h"
+#include "sdpo/error.h"
+#include "sdpo/evaluation.h"
+#include "sdpo/image_io.h"
+#include "sdpo/model.h"
+#include "sdpo/plugin.h"
+#include "sdpo/pretrain.h"
+#include "sdpo/trainer.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kUsage = R"(sdpo: RL fine-tuning of few-step diffusion models (SDPO, DDPO, REBEL, D3PO)
+
+usage: sdpo <command> [options]
+
+commands:
+  train MANIFEST [--output DIR] [--set json.path=value ...]
+        train with the manifest's algorithm; writes DIR (default <output.dir>/<name>) with
+        run.h5, manifest.json, checkpoints/epoch_<k>/ and samples_epoch_<k>.png
+  sample --checkpoint DIR|base --prompt TEXT [--prompt TEXT ...] [--steps 1,4,50]
+         [--seed N] [--manifest FILE] [--out grid.png]
+        sample a grid (rows: prompts, columns: step counts) from a training checkpoint
+        (its run's manifest.json is used unless --manifest is given) or the base model
+  pretrain MANIFEST [--set json.path=value ...]
+        train the toy base model, text encoder and learned rewards (experiments/toy/pretrain.json)
+  plugins [--plugin-path PATH ...]
+        list every registered component (kind, name, file) and its options with defaults
+  --help
+        this text
+
+Plugins are loaded from the build's plugin folder, then SDPO_PLUGIN_PATH (colon-separated),
+then the manifest's plugin_paths.
+)";
+
+std::vector<std::string> split_csv(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(item);
+  return out;
+}
+
+int cmd_plugins(const std::vector<std::string>& args) {
+  po::options_description d("plugins");
+  d.add_options()("plugin-path", po::value<std::vector<std::string>>()->composing(), "extra plugin file or folder");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(d).run(), vm);
+  std::vector<std::string> extra;
+  if (vm.count("plugin-path")) extra = vm["plugin-path"].as<std::vector<std::string>>();
+  sdpo::PluginLoader(sdpo::Registry::global()).load_default(extra);
+  auto& reg = sdpo::Registry::global();
+  std::string kind;
+  for (const auto* e : reg.entries()) {
+    if (e->kind != kind) {
+      kind = e->kind;
+      std::cout << "\n[" << kind << "]\n";
+    }
+    std::cout << "  " << e->name << "  -  " << e->help << "\n      file: " << e->file << "\n";
+    for (const auto& o : reg.options(e->kind, e->name)) {
+      std::cout << "      " << o.key << " (" << o.type << ", default " << boost::json::serialize(o.default_value)
+                << "): " << o.help << "\n";
+    }
+  }
+  return 0;
+}
+
+int cmd_train(const std::vector<std::string>& args) {
+  po::options_description d("train");
+  std::string manifest, output;
+  d.add_options()("manifest", po::value(&manifest)->required(), "manifest")("output", po::value(&output), "run folder")(
+      "set", po::value<std::vector<std::string>>()->composing(), "json.path=value override");
+  po::positional_options_description pos;
+  pos.add("manifest", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
+  po::notify(vm);
+  std::vector<std::string> sets;
+  if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
+  sdpo::Trainer trainer(sdpo::Manifest::load(manifest, sets), {output});
+  trainer.run();
+  fs::path dir = trainer.run_dir();
+  std::cout << "run file:     " << (dir / "run.h5").string() << "\n";
+  std::cout << "samples:      " << dir.string() << "/samples_epoch_<k>.png (rows: prompts, columns: eval step counts)\n";
+  std::cout << "checkpoints:  " << (dir / "checkpoints").string() << "\n";
+  return 0;
+}
+
+int cmd_sample(const std::vector<std::string>& args) {
+  po::options_description d("sample");
+  std::string checkpoint, manifest_path, out = "grid.png", steps = "1,4,50";
+  std::int64_t seed = 0;
+  d.add_options()("checkpoint", po::value(&checkpoint)->required(), "checkpoint folder or 'base'")(
+      "prompt", po::value<std::vector<std::string>>()->composing()->required(), "prompt (repeatable)")(
+      "steps", po::value(&steps), "comma-separated step counts")("seed", po::value(&seed), "seed")(
+      "manifest", po::value(&manifest_path), "manifest (default: the checkpoint's run manifest)")(
+      "out", po::value(&out), "output PNG")("set", po::value<std::vector<std::string>>()->composing(), "override");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(d).run(), vm);
+  po::notify(vm);
+  if (manifest_path.empty()) {
+    if (checkpoint == "base") throw sdpo::Error("sample: --checkpoint base needs --manifest");
+    manifest_path = (fs::path(checkpoint).parent_path().parent_path() / "manifest.json").string();
+  }
+  std::vector<std::string> sets;
+  if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
+  auto m = sdpo::Manifest::load(manifest_path, sets);
+  auto c = sdpo::build_components(m, sdpo::ComponentSet::kSampling);
+  if (checkpoint != "base") sdpo::checkpoint_load(checkpoint, *c.model, nullptr, nullptr, nullptr);
+  auto prompts = vm["prompt"].as<std::vector<std::string>>();
+  std::vector<std::int64_t> seeds;
+  for (std::size_t i = 0; i < prompts.size(); ++i) seeds.push_back(seed + static_cast<std::int64_t>(i));
+  std::vector<at::Tensor> columns;
+  std::vector<std::int64_t> step_list;
+  for (const auto& s : split_csv(steps)) {
+    std::int64_t n = 0;
+    try {
+      n = std::stoll(s);
+    } catch (const std::exception&) {
+      throw sdpo::Error("sample: --steps expects comma-separated integers, got '" + steps + "'");
+    }
+    step_list.push_back(n);
+    columns.push_back(sdpo::generate_images(c, prompts, seeds, n, c10::Device(m.device)).cpu());
+  }
+  auto grid = sdpo::image_grid(at::stack(columns, 1).flatten(0, 1), static_cast<std::int64_t>(columns.size()), 2, 2);
+  sdpo::png_write(out, grid);
+  std::cout << "wrote " << out << " (rows: prompts, columns: " << steps << " steps)\n";
+  return 0;
+}
+
+int cmd_pretrain(const std::vector<std::string>& args) {
+  po::options_description d("pretrain");
+  std::string manifest;
+  d.add_options()("manifest", po::value(&manifest)->required(), "manifest")(
+      "set", po::value<std::vector<std::string>>()->composing(), "json.path=value override");
+  po::positional_options_description pos;
+  pos.add("manifest", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
+  po::notify(vm);
+  std::vector<std::string> sets;
+  if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
+  auto m = sdpo::Manifest::load(manifest, sets);
+  sdpo::load_plugins(m);
+  sdpo::run_pretrain(m, std::cout);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" || std::string(argv[1]) == "help") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    if (cmd == "plugins") return cmd_plugins(args);
+    if (cmd == "train") return cmd_train(args);
+    if (cmd == "sample") return cmd_sample(args);
+    if (cmd == "pretrain") return cmd_pretrain(args);
+    std::cerr << "sdpo: unknown command '" << cmd << "'\n\n" << kUsage;
+    return 2;
+  } catch (const po::error& e) {
+    std::cerr << "sdpo " << cmd << ": " << e.what() << "\n(see sdpo --help)\n";
+    return 2;
+  } catch (const sdpo::Error& e) {
+    std::cerr << "sdpo " << cmd << ": error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "sdpo " << cmd << ": error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "sdpo " << cmd << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}

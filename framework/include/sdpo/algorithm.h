@@ -1,0 +1,55 @@
+#pragma once
+// Interface kind `algorithm`: declares what the rollout must contain and performs the parameter
+// updates from a filled buffer (DESIGN.md section 3, trainer step 5).
+//
+// Thread safety: not thread-safe.
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "sdpo/api.h"
+
+#include "sdpo/rollout.h"
+
+namespace sdpo {
+
+class Model;
+class Sampler;
+class Optimizer;
+
+/// What the trainer must collect for this algorithm.
+struct RolloutSpec {
+  bool paired = false;        ///< two trajectories per prompt
+  bool shared_noise = false;  ///< the pair shares its initial noise x_T
+  double gamma = 0.0;         ///< discount for returns over dense rewards; <= 0: returns = rewards
+};
+
+/// Everything an update may touch.
+struct UpdateContext {
+  Model& model;
+  Sampler& sampler;
+  Optimizer& optimizer;
+  at::Generator generator;   ///< shuffles and any other randomness
+  std::int64_t epoch = 0;
+  std::int64_t train_batch_size = 1;  ///< B_t: trajectories (or pairs) per micro-batch
+};
+
+/// Scalar metrics of one update phase, logged under /curves/train/<name>.
+using Metrics = std::map<std::string, double>;
+
+class SDPO_API Algorithm {
+ public:
+  static constexpr const char* kKind = "algorithm";
+  virtual ~Algorithm() = default;
+
+  virtual RolloutSpec spec() const = 0;
+
+  /// Performs this epoch's updates from `buffer` (advantages filled). Returns metrics such as
+  /// loss and clip fractions. Throws sdpo::NumericError on a non-finite loss.
+  virtual Metrics update(RolloutBuffer& buffer, UpdateContext& ctx) = 0;
+};
+
+}  // namespace sdpo

@@ -1,0 +1,36 @@
+#pragma once
+// Training checkpoints (DESIGN.md section 3, step 7): trainable parameters, optimizer state,
+// normalizer state, RNG state and counters, in one folder:
+//   <dir>/model.safetensors          Model::trainable_state_dict()
+//   <dir>/optimizer.safetensors      Optimizer::state_dict()
+//   <dir>/trainer.safetensors        RNG state; metadata "state" = counters + normalizer (JSON)
+// Written to <dir>.tmp and renamed, so an interrupted save never replaces a good checkpoint.
+
+#include <ATen/core/Generator.h>
+#include <cstdint>
+#include <string>
+
+namespace sdpo {
+
+class Model;
+class Optimizer;
+class Normalizer;
+
+struct TrainingCounters {
+  std::int64_t epoch = 0;           ///< completed epochs
+  std::int64_t samples = 0;         ///< trajectories generated for training
+  std::int64_t reward_queries = 0;  ///< reward-model calls (images scored) for training
+  double wall_seconds = 0;
+  double device_seconds = 0;
+};
+
+void checkpoint_save(
+    const std::string& dir, const Model& model, const Optimizer& optimizer, const Normalizer& normalizer,
+    const at::Generator& generator, const TrainingCounters& counters);
+
+/// Restores what is given (null pointers are skipped). Missing or truncated files throw a
+/// FileError naming the file.
+TrainingCounters checkpoint_load(
+    const std::string& dir, Model& model, Optimizer* optimizer, Normalizer* normalizer, at::Generator* generator);
+
+}  // namespace sdpo

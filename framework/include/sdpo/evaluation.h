@@ -1,0 +1,38 @@
+#pragma once
+// Evaluation at several sampling step counts on fixed prompts and fixed seeds (DESIGN.md
+// section 3, step 6; research/algorithms.md 10.2). The image of an n-step sample is the decoded
+// predicted x0 of its last step (the quantity the SDPO reference logs as `<reward>_<n>s`).
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "sdpo/components.h"
+#include "sdpo/manifest.h"
+
+namespace sdpo {
+
+struct RewardStats {
+  double mean = 0, std = 0;
+  std::int64_t count = 0;
+};
+
+struct EvalResult {
+  std::map<std::int64_t, RewardStats> per_steps;  ///< step count -> reward statistics
+  at::Tensor grid;                                ///< (3, H', W'): rows = prompts, columns = step counts
+};
+
+/// Generates one image per prompt with `steps` sampling steps. Image i starts from noise drawn
+/// by a generator seeded with seeds[i]; the same seed gives the same initial noise at every
+/// step count. Returns (N, 3, H, W) in [0, 1].
+at::Tensor generate_images(
+    Components& c, const std::vector<std::string>& prompts, const std::vector<std::int64_t>& seeds,
+    std::int64_t steps, c10::Device device);
+
+/// Evaluates at every m.eval.steps on the manifest's evaluation prompts x m.eval.seeds seeds.
+EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device);
+
+}  // namespace sdpo

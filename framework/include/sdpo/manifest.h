@@ -1,0 +1,92 @@
+#pragma once
+// Run manifests (DESIGN.md section 5): one component per kind with its options, plus train,
+// sample, eval, output and pretrain sections. Every error names the file, the JSON path and what
+// was expected; unknown keys are errors.
+//
+// Example:
+//   Manifest m = Manifest::load("experiments/toy/quickstart.json", {"train.epochs=2"});
+//   auto model = Registry::global().create<Model>(m.model);
+
+#include <boost/json/value.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sdpo/json.h"
+#include "sdpo/optimizer.h"
+
+namespace sdpo {
+
+struct TrainOptions {
+  std::int64_t epochs = 10;
+  std::int64_t batch_size = 8;          ///< prompts per sampling batch (B_s); pairs for paired algorithms
+  std::int64_t batches_per_epoch = 1;   ///< n_b
+  std::int64_t train_batch_size = 2;    ///< B_t: trajectories (or pairs) per micro-batch
+  std::int64_t seed = 42;
+  OptimizerOptions optimizer;           ///< includes learning rate, clipping and accumulation
+  std::int64_t checkpoint_every = 1;    ///< epochs between checkpoints (the last epoch always)
+};
+
+struct SampleOptions {
+  std::int64_t steps = 50;       ///< T: denoising steps of training trajectories
+  double guidance = 1.0;         ///< classifier-free guidance scale (1: none)
+};
+
+struct EvalOptions {
+  std::vector<std::int64_t> steps{1, 2, 4, 8, 16, 50};
+  std::int64_t every = 1;        ///< epochs between evaluations (0: never; epoch 0 = base model)
+  std::int64_t seeds = 2;        ///< images per evaluation prompt (seed = eval_seed + i)
+  std::int64_t seed = 1234;
+  std::string prompt_set = "eval";  ///< "eval", "train" or "unseen"
+  std::int64_t max_prompts = 0;  ///< 0: all prompts of the set
+};
+
+struct OutputOptions {
+  std::string dir = "runs";      ///< run folder is <dir>/<name>
+  bool save_trajectories = true; ///< /trajectories/epoch_<k> (per-step arrays)
+  bool save_latents = false;     ///< also latents and predicted x0
+  bool progress = true;          ///< progress bar on stderr
+  std::int64_t grid_prompts = 8; ///< prompts in the PNG grid of evaluation samples
+};
+
+struct PretrainOptions {
+  std::int64_t steps = 1500;
+  std::int64_t batch_size = 64;
+  double learning_rate = 2e-3;
+  std::int64_t seed = 0;
+  std::string model_out;          ///< safetensors for the model weights
+  std::string text_encoder_out;   ///< safetensors for the text encoder weights
+  std::vector<ComponentConfig> rewards;  ///< learned rewards to fit (reward.fit)
+  std::int64_t reward_steps = 600;
+  std::int64_t reward_batch_size = 64;
+  double reward_learning_rate = 2e-3;
+};
+
+struct Manifest {
+  std::string file;               ///< path it was read from ("<string>" otherwise)
+  boost::json::object root;       ///< the resolved JSON (after --set overrides)
+  std::string name;
+  std::string device = "cpu";     ///< "cpu", "cuda", "cuda:1"
+  std::vector<std::string> plugin_paths;
+
+  ComponentConfig model, text_encoder, decoder, sampler, prompts, reward, dense_reward, normalizer,
+      algorithm;
+
+  TrainOptions train;
+  SampleOptions sample;
+  EvalOptions eval;
+  OutputOptions output;
+  PretrainOptions pretrain;
+
+  /// Reads `path`, applies `overrides` ("json.path=value", value parsed as JSON, else as a
+  /// string), validates every section. Throws FileError or ManifestError.
+  static Manifest load(const std::string& path, const std::vector<std::string>& overrides = {});
+  /// Same from JSON text (`file` names it in errors).
+  static Manifest parse(const std::string& text, const std::string& file,
+                        const std::vector<std::string>& overrides = {});
+
+  /// The resolved manifest as pretty JSON (stored in the run file).
+  std::string text() const;
+};
+
+}  // namespace sdpo

@@ -1,0 +1,72 @@
+#pragma once
+// The HDF5 run file, schema version 1 (DESIGN.md section 6). Every HDF5 call is wrapped once in
+// run_file.cpp; nothing else in the codebase sees an hid_t.
+//
+//   /                      attrs: schema_version, manifest, framework_version, git_commit,
+//                                 torch_version, device, started_at
+//   /curves/train/<m>      1-D extendible float64, one row per epoch
+//   /curves/eval/steps_<n>/<m>
+//   /trajectories/epoch_<k>/<array>   chunked, gzip
+//
+// Example:
+//   auto f = RunFile::create("runs/q/run.h5", {{"manifest", text}, ...});
+//   f.append_row("train", {{"epoch", 0}, {"samples", 64}, {"loss", 0.3}});
+//   f.flush();
+//
+// Thread safety: not thread-safe.
+
+#include <ATen/core/Tensor.h>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sdpo {
+
+inline constexpr std::int64_t kRunFileSchemaVersion = 1;
+
+class RunFile {
+ public:
+  /// Creates (truncating) `path`, its parent folders, and writes the root attributes (strings)
+  /// plus schema_version (int64).
+  static RunFile create(const std::string& path, const std::map<std::string, std::string>& attributes);
+  /// Opens an existing run file for appending (resume).
+  static RunFile open(const std::string& path);
+
+  RunFile(RunFile&&) noexcept;
+  RunFile& operator=(RunFile&&) noexcept;
+  ~RunFile();  // flushes and closes
+
+  /// Appends one row to /curves/<group>/ (group: "train" or "eval/steps_<n>"). A metric seen
+  /// for the first time gets a dataset whose earlier rows are NaN; a known metric missing from
+  /// `row` gets NaN, so every dataset in a group has the same length.
+  void append_row(const std::string& group, const std::map<std::string, double>& row);
+  /// Number of rows in /curves/<group> (0 if absent).
+  std::int64_t rows(const std::string& group) const;
+  /// Keeps the first `rows` rows of every dataset in /curves/<group> (resume after a crash).
+  void truncate_rows(const std::string& group, std::int64_t rows);
+
+  /// Writes /trajectories/epoch_<epoch>/<name> for each array (float or int64 tensors of any
+  /// rank; chunked, gzip level 4) and a variable-length string dataset "prompts".
+  void write_trajectories(
+      std::int64_t epoch,
+      const std::map<std::string, at::Tensor>& arrays,
+      const std::vector<std::string>& prompts);
+
+  /// Reads a whole 1-D curve (for tests and resume).
+  std::vector<double> read_curve(const std::string& group, const std::string& metric) const;
+  /// Reads a root string attribute.
+  std::string attribute(const std::string& name) const;
+
+  void flush();
+  const std::string& path() const { return path_; }
+
+ private:
+  RunFile();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string path_;
+};
+
+}  // namespace sdpo

@@ -1,0 +1,61 @@
+#include "sdpo/components.h"
+
+#include "sdpo/algorithm.h"
+#include "sdpo/decoder.h"
+#include "sdpo/dense_reward.h"
+#include "sdpo/error.h"
+#include "sdpo/model.h"
+#include "sdpo/normalizer.h"
+#include "sdpo/plugin.h"
+#include "sdpo/prompts.h"
+#include "sdpo/reward.h"
+#include "sdpo/sampler.h"
+#include "sdpo/text_encoder.h"
+
+namespace sdpo {
+
+void load_plugins(const Manifest& m) {
+  static PluginLoader* loader = new PluginLoader(Registry::global());
+  loader->load_default(m.plugin_paths);
+}
+
+namespace {
+template <class Kind>
+std::shared_ptr<Kind> make(const ComponentConfig& c, const Manifest& m) {
+  if (c.name.empty()) {
+    throw ManifestError(m.file, c.kind, std::string("missing section: name a ") + c.kind +
+                                            " as {\"name\": ..., \"options\": {...}}; registered: " + [&] {
+                                              std::string s;
+                                              for (const auto& n : Registry::global().names(c.kind)) s += (s.empty() ? "" : ", ") + n;
+                                              return s.empty() ? std::string("(none)") : s;
+                                            }());
+  }
+  return Registry::global().create<Kind>(c);
+}
+}  // namespace
+
+Components build_components(const Manifest& m, ComponentSet set) {
+  load_plugins(m);
+  Components c;
+  c.model = make<Model>(m.model, m);
+  c.text_encoder = make<TextEncoder>(m.text_encoder, m);
+  c.decoder = make<Decoder>(m.decoder, m);
+  c.sampler = make<Sampler>(m.sampler, m);
+  c.prompts = make<PromptSource>(m.prompts, m);
+  if (set == ComponentSet::kTraining || !m.reward.name.empty()) c.reward = make<Reward>(m.reward, m);
+  if (set == ComponentSet::kTraining) {
+    c.dense_reward = make<DenseRewardPredictor>(m.dense_reward, m);
+    c.normalizer = make<Normalizer>(m.normalizer, m);
+    c.algorithm = make<Algorithm>(m.algorithm, m);
+  }
+  c10::Device device(m.device);
+  c.model->to(device);
+  c.text_encoder->to(device);
+  c.decoder->to(device);
+  if (c.reward) c.reward->to(device);
+  c.model->set_training(false);
+  c.text_encoder->set_training(false);
+  return c;
+}
+
+}  // namespace sdpo

@@ -1,0 +1,86 @@
+#include "sdpo/evaluation.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
+
+#include "sdpo/decoder.h"
+#include "sdpo/error.h"
+#include "sdpo/image_io.h"
+#include "sdpo/model.h"
+#include "sdpo/prompts.h"
+#include "sdpo/reward.h"
+#include "sdpo/sampler.h"
+#include "sdpo/sampling.h"
+#include "sdpo/text_encoder.h"
+
+namespace sdpo {
+
+at::Tensor generate_images(
+    Components& c, const std::vector<std::string>& prompts, const std::vector<std::int64_t>& seeds,
+    std::int64_t steps, c10::Device device) {
+  TORCH_CHECK(prompts.size() == seeds.size(), "generate_images: one seed per prompt");
+  at::NoGradGuard no_grad;
+  const auto shape = c.model->latent_shape();
+  std::vector<at::Tensor> noise;
+  for (auto seed : seeds) {
+    auto g = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(seed));
+    std::vector<std::int64_t> s{1};
+    s.insert(s.end(), shape.begin(), shape.end());
+    noise.push_back(at::randn(s, g) * c.sampler->init_noise_sigma());
+  }
+  // The step noise of the whole batch comes from one generator seeded by the first seed, so a
+  // fixed (prompts, seeds) list is reproducible.
+  auto step_gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(seeds.front()) + 7919);
+  std::vector<at::Tensor> images;
+  const std::size_t chunk = 64;
+  for (std::size_t start = 0; start < prompts.size(); start += chunk) {
+    std::size_t end = std::min(prompts.size(), start + chunk);
+    std::vector<std::string> p(prompts.begin() + static_cast<long>(start), prompts.begin() + static_cast<long>(end));
+    auto x_T = at::cat(std::vector<at::Tensor>(noise.begin() + static_cast<long>(start), noise.begin() + static_cast<long>(end)), 0);
+    auto cond = c.text_encoder->encode(p);
+    auto tr = sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), steps, step_gen, false);
+    images.push_back(c.decoder->decode(tr.pred_x0.select(1, tr.pred_x0.size(1) - 1)));
+  }
+  return at::cat(images, 0);
+}
+
+EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device) {
+  TORCH_CHECK(c.reward, "evaluation needs a reward");
+  const auto& e = m.eval;
+  std::vector<std::string> set = e.prompt_set == "train"    ? c.prompts->train_prompts()
+                                 : e.prompt_set == "unseen" ? c.prompts->unseen_prompts()
+                                                            : c.prompts->eval_prompts();
+  if (e.max_prompts > 0 && static_cast<std::int64_t>(set.size()) > e.max_prompts) set.resize(static_cast<size_t>(e.max_prompts));
+  std::vector<std::string> prompts;
+  std::vector<std::int64_t> seeds;
+  for (std::int64_t s = 0; s < e.seeds; ++s) {
+    for (std::size_t i = 0; i < set.size(); ++i) {
+      prompts.push_back(set[i]);
+      seeds.push_back(e.seed + s * 100003 + static_cast<std::int64_t>(i));
+    }
+  }
+  EvalResult r;
+  const std::int64_t grid_rows = std::min<std::int64_t>(m.output.grid_prompts, static_cast<std::int64_t>(set.size()));
+  std::vector<at::Tensor> columns;
+  for (auto steps : e.steps) {
+    auto images = generate_images(c, prompts, seeds, steps, device);
+    at::Tensor scores;
+    {
+      at::NoGradGuard no_grad;
+      scores = c.reward->score(images, prompts).to(at::kDouble).cpu();
+    }
+    if (!at::isfinite(scores).all().item<bool>()) {
+      throw NumericError("reward '" + m.reward.name + "' produced NaN or Inf during evaluation at " +
+                         std::to_string(steps) + " steps");
+    }
+    r.per_steps[steps] = {scores.mean().item<double>(), scores.std(false).item<double>(), scores.size(0)};
+    columns.push_back(images.slice(0, 0, grid_rows).cpu());
+  }
+  // Grid: one row per prompt, one column per step count.
+  auto stacked = at::stack(columns, 1);  // (rows, n_steps, 3, H, W)
+  r.grid = image_grid(stacked.flatten(0, 1), static_cast<std::int64_t>(columns.size()), 2, 2);
+  return r;
+}
+
+}  // namespace sdpo

@@ -1,0 +1,254 @@
+#include "sdpo/pretrain.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/types.h>  // clip_grad.h is not self-contained
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "sdpo/ddim.h"
+#include "sdpo/error.h"
+#include "sdpo/model.h"
+#include "sdpo/prompts.h"
+#include "sdpo/registry.h"
+#include "sdpo/reward.h"
+#include "sdpo/safetensors.h"
+#include "sdpo/text_encoder.h"
+
+namespace sdpo {
+namespace {
+
+constexpr std::int64_t kLogEvery = 50;
+constexpr double kMaxGradNorm = 1.0;
+constexpr double kWeightDecay = 0.01;
+constexpr double kFinalLrFraction = 0.1;
+/// Sampling step counts whose trailing timesteps get half of every batch.
+const std::vector<std::int64_t> kFewStepCounts{1, 2, 4, 8};
+
+/// A copy of `cfg` without its `checkpoint` option: pretraining always starts from random init
+/// (the same manifest may point `checkpoint` at the very file it is about to regenerate).
+ComponentConfig without_checkpoint(ComponentConfig cfg) {
+  cfg.options.erase("checkpoint");
+  return cfg;
+}
+
+void require_output(const Manifest& m, const std::string& path, const std::string& key) {
+  if (path.empty()) throw ManifestError(m.file, key, "expected a safetensors path to write to");
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (parent.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(parent, ec);
+  if (ec) throw FileError(parent.string(), "cannot create the folder for " + key + ": " + ec.message());
+}
+
+/// Linear warm-up over the first 5% of steps (at most 100), then cosine decay from lr to
+/// kFinalLrFraction * lr. Warm-up keeps AdamW's first, badly-estimated steps from wrecking the
+/// random init at lr 2e-3; the decay buys a lower final loss for the same number of steps.
+double learning_rate_at(std::int64_t step, std::int64_t steps, double lr) {
+  const std::int64_t warmup = std::min<std::int64_t>(100, std::max<std::int64_t>(1, steps / 20));
+  if (step < warmup) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  const double progress =
+      static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, steps - warmup));
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+  return lr * (kFinalLrFraction + (1.0 - kFinalLrFraction) * cosine);
+}
+
+std::string duration_text(double seconds) {
+  const auto s = static_cast<long long>(std::llround(std::max(0.0, seconds)));
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+  } else if (s >= 60) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%llds", s);
+  }
+  return buf;
+}
+
+std::int64_t parameter_count(const std::vector<at::Tensor>& params) {
+  std::int64_t n = 0;
+  for (const auto& p : params) n += p.numel();
+  return n;
+}
+
+/// Timesteps of one batch: the first half uniform over the training timesteps (the model must
+/// denoise at every noise level), the second half drawn from the trailing timesteps of 1-, 2-, 4-
+/// and 8-step sampling, pooled with repetition. Few-step sampling evaluates the model only at
+/// those timesteps, and first at t = 999 where x_t is almost pure noise and the whole image
+/// layout is decided: 999 appears in all four lists, so it gets 4/15 of that half.
+at::Tensor sample_timesteps(std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen,
+                            std::int64_t num_train_timesteps) {
+  const std::int64_t uniform = (batch + 1) / 2;
+  at::Tensor t_uniform = at::randint(0, num_train_timesteps, {uniform}, gen, at::kLong);
+  at::Tensor pick = at::randint(0, few_step_pool.size(0), {batch - uniform}, gen, at::kLong);
+  return at::cat({t_uniform, few_step_pool.index_select(0, pick)});
+}
+
+struct Components {
+  std::shared_ptr<Model> model;
+  std::shared_ptr<TextEncoder> text_encoder;
+  std::shared_ptr<PromptSource> prompts;
+  std::vector<std::shared_ptr<Reward>> rewards;
+  std::vector<std::string> reward_outputs;
+};
+
+Components create_components(const Manifest& m) {
+  const PretrainOptions& p = m.pretrain;
+  require_output(m, p.model_out, "pretrain.model_out");
+  require_output(m, p.text_encoder_out, "pretrain.text_encoder_out");
+  Components c;
+  Registry& registry = Registry::global();
+  c.model = registry.create<Model>(without_checkpoint(m.model));
+  c.text_encoder = registry.create<TextEncoder>(without_checkpoint(m.text_encoder));
+  c.prompts = registry.create<PromptSource>(m.prompts);
+  if (!c.prompts->has_labelled_data()) {
+    throw ManifestError(m.file, "prompts.name",
+                        "prompt source '" + m.prompts.name + "' has no labelled images to pretrain on");
+  }
+  // Rewards are built before training so that an option error shows in seconds, not after it.
+  for (const ComponentConfig& rc : p.rewards) {
+    const auto* out = rc.options.if_contains("checkpoint");
+    if (!out || !out->is_string() || out->as_string().empty()) {
+      throw ManifestError(m.file, rc.json_path + ".checkpoint",
+                          "reward '" + rc.name + "' needs a checkpoint path: the fitted weights are written there");
+    }
+    c.reward_outputs.emplace_back(out->as_string().c_str());
+    require_output(m, c.reward_outputs.back(), rc.json_path + ".checkpoint");
+    c.rewards.push_back(registry.create<Reward>(without_checkpoint(rc)));
+  }
+  return c;
+}
+
+}  // namespace
+
+void run_pretrain(const Manifest& m, std::ostream& log) {
+  const PretrainOptions& p = m.pretrain;
+  const c10::Device device(m.device);
+  Components c = create_components(m);
+  Model& model = *c.model;
+  TextEncoder& text_encoder = *c.text_encoder;
+  model.to(device);
+  text_encoder.to(device);
+  model.set_training(true);
+  text_encoder.set_training(true);
+
+  const DDIMSchedule schedule;
+  const at::Tensor alphas_cumprod = ddim_alphas_cumprod(schedule).to(device);
+  std::vector<std::int64_t> pool;
+  for (std::int64_t n : kFewStepCounts) {
+    for (std::int64_t t : ddim_timesteps(schedule, n)) pool.push_back(t);
+  }
+  const at::Tensor few_step_pool = at::tensor(pool, at::kLong);
+
+  std::vector<at::Tensor> params = model.trainable_parameters();
+  const std::int64_t model_params = parameter_count(params);
+  std::vector<at::Tensor> text_params = text_encoder.trainable_parameters();
+  params.insert(params.end(), text_params.begin(), text_params.end());
+  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(p.learning_rate).weight_decay(kWeightDecay));
+
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(p.seed));
+  const std::string prediction = model.prediction_type();
+  log << "pretrain: model '" << m.model.name << "' (" << model_params << " parameters, predicts " << prediction
+      << "), text encoder '" << m.text_encoder.name << "' (" << parameter_count(text_params)
+      << " parameters), " << p.steps << " steps at batch " << p.batch_size << ", lr " << p.learning_rate
+      << ", device " << device << std::endl;
+
+  const auto start = std::chrono::steady_clock::now();
+  double window_loss = 0.0, final_loss = 0.0;
+  std::int64_t window_steps = 0;
+  for (std::int64_t step = 0; step < p.steps; ++step) {
+    const double lr = learning_rate_at(step, p.steps, p.learning_rate);
+    for (auto& group : optimizer.param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    }
+
+    LabelledBatch batch = c.prompts->labelled_batch(p.batch_size, gen);
+    const std::int64_t b = batch.images.size(0);
+    at::Tensor x0 = batch.images.to(device).mul(2.0).sub_(1.0);
+    at::Tensor t = sample_timesteps(b, few_step_pool, gen, schedule.num_train_timesteps).to(device);
+    at::Tensor eps = at::randn(batch.images.sizes(), gen, batch.images.options()).to(device);
+    at::Tensor ab = alphas_cumprod.index_select(0, t).view({b, 1, 1, 1});
+    at::Tensor a = ab.sqrt(), s = (1.0 - ab).sqrt();
+    at::Tensor x_t = a * x0 + s * eps;
+    at::Tensor target = prediction == "epsilon" ? eps : prediction == "v_prediction" ? a * eps - s * x0 : x0;
+
+    at::Tensor pred = model.forward(x_t, t, text_encoder.encode(batch.prompts));
+    at::Tensor loss = at::mse_loss(pred, target);
+    optimizer.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(params, kMaxGradNorm);
+    optimizer.step();
+
+    const double value = loss.item<double>();
+    if (!std::isfinite(value)) {
+      throw NumericError("pretrain: loss is " + std::to_string(value) + " at step " + std::to_string(step + 1) +
+                         " (lower pretrain.learning_rate?)");
+    }
+    window_loss += value;
+    ++window_steps;
+    const bool last = step + 1 == p.steps;
+    if ((step + 1) % kLogEvery == 0 || last) {
+      final_loss = window_loss / static_cast<double>(window_steps);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(p.steps - step - 1);
+      char line[160];
+      std::snprintf(line, sizeof line, "pretrain %lld/%lld  loss %.4f  lr %.2e  elapsed %s  eta %s",
+                    static_cast<long long>(step + 1), static_cast<long long>(p.steps), final_loss, lr,
+                    duration_text(elapsed).c_str(), duration_text(eta).c_str());
+      log << line << std::endl;
+      window_loss = 0.0;
+      window_steps = 0;
+    }
+  }
+  model.set_training(false);
+  text_encoder.set_training(false);
+
+  char loss_text[32];
+  std::snprintf(loss_text, sizeof loss_text, "%.6g", final_loss);
+  const StringMap common{
+      {"steps", std::to_string(p.steps)},
+      {"final_loss", loss_text},
+      {"seed", std::to_string(p.seed)},
+      {"batch_size", std::to_string(p.batch_size)},
+      {"learning_rate", std::to_string(p.learning_rate)}};
+  StringMap model_meta = common, text_meta = common;
+  model_meta["component"] = "model:" + m.model.name;
+  text_meta["component"] = "text_encoder:" + m.text_encoder.name;
+  safetensors_save(p.model_out, model.state_dict(), model_meta);
+  safetensors_save(p.text_encoder_out, text_encoder.state_dict(), text_meta);
+  log << "pretrain: wrote " << p.model_out << " and " << p.text_encoder_out << " (final loss " << loss_text
+      << ")" << std::endl;
+
+  for (std::size_t i = 0; i < c.rewards.size(); ++i) {
+    const ComponentConfig& rc = p.rewards[i];
+    // Its own stream, so a reward's fit does not depend on how many steps the model trained.
+    RewardFitContext ctx{
+        *c.prompts,
+        at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(p.seed) + 1 + i),
+        p.reward_steps,
+        p.reward_batch_size,
+        p.reward_learning_rate,
+        c.reward_outputs[i]};
+    c.rewards[i]->to(device);
+    log << "pretrain: fitting reward '" << rc.name << "' (" << p.reward_steps << " steps) -> " << ctx.output
+        << std::endl;
+    if (c.rewards[i]->fit(ctx)) {
+      log << "pretrain: wrote " << ctx.output << std::endl;
+    } else {
+      log << "pretrain: reward '" << rc.name << "' has nothing to fit; skipped" << std::endl;
+    }
+  }
+}
+
+}  // namespace sdpo

@@ -1,0 +1,42 @@
+#include "progress.h"
+
+#include <unistd.h>
+#include <cstdio>
+
+namespace sdpo {
+
+Progress::Progress(bool enabled, std::string label, std::int64_t total)
+    : enabled_(enabled), tty_(isatty(fileno(stderr)) != 0), label_(std::move(label)), total_(total),
+      start_(std::chrono::steady_clock::now()) {
+  if (enabled_ && tty_) draw("");
+}
+
+void Progress::draw(const std::string& phase) const {
+  const int width = 24;
+  int filled = total_ > 0 ? static_cast<int>(width * done_ / total_) : width;
+  std::string bar(static_cast<size_t>(filled), '#');
+  bar += std::string(static_cast<size_t>(width - filled), '.');
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::fprintf(stderr, "\r%s [%s] %lld/%lld %-22s %6.1fs", label_.c_str(), bar.c_str(),
+               static_cast<long long>(done_), static_cast<long long>(total_), phase.c_str(), secs);
+  std::fflush(stderr);
+}
+
+void Progress::tick(const std::string& phase) {
+  ++done_;
+  if (enabled_ && tty_) draw(phase);
+}
+
+void Progress::finish(const std::string& summary) {
+  if (!enabled_) return;
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  if (tty_) {
+    draw("done");
+    std::fprintf(stderr, "  %s\n", summary.c_str());
+  } else {
+    std::fprintf(stderr, "%s %.1fs  %s\n", label_.c_str(), secs, summary.c_str());
+  }
+  std::fflush(stderr);
+}
+
+}  // namespace sdpo

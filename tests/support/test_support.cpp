@@ -1,0 +1,60 @@
+#include "support/test_support.h"
+
+#include <boost/json/parse.hpp>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "sdpo/json.h"
+#include "sdpo/plugin.h"
+
+namespace sdpo::test {
+
+void load_plugins_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { PluginLoader(Registry::global()).load_directory(SDPO_TEST_PLUGIN_DIR); });
+}
+
+const boost::json::value& golden() {
+  static const boost::json::value v = json_parse_file(SDPO_GOLDEN_FILE);
+  return v;
+}
+
+at::Tensor json_tensor(const boost::json::value& v) {
+  if (v.is_array()) {
+    std::vector<at::Tensor> rows;
+    for (const auto& e : v.as_array()) rows.push_back(json_tensor(e));
+    if (rows.empty()) return at::empty({0}, at::kDouble);
+    return at::stack(rows);
+  }
+  return at::scalar_tensor(v.to_number<double>(), at::kDouble);
+}
+
+std::string temp_dir(const std::string& tag) {
+  static std::atomic<int> counter{0};
+  namespace fs = std::filesystem;
+  auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+  fs::path p = fs::temp_directory_path() /
+      ("sdpo_test_" + tag + "_" + std::to_string(stamp) + "_" + std::to_string(counter++));
+  fs::create_directories(p);
+  return p.string();
+}
+
+void expect_close(const at::Tensor& a, const at::Tensor& b, double rtol, double atol, const std::string& what) {
+  ASSERT_EQ(a.sizes(), b.sizes()) << what;
+  auto ad = a.detach().to(at::kDouble).cpu();
+  auto bd = b.detach().to(at::kDouble).cpu();
+  auto err = (ad - bd).abs();
+  auto tol = atol + rtol * bd.abs();
+  auto bad = (err > tol);
+  if (bad.any().item<bool>()) {
+    auto idx = bad.flatten().nonzero()[0].item<int64_t>();
+    FAIL() << what << ": element " << idx << " got " << ad.flatten()[idx].item<double>()
+           << " expected " << bd.flatten()[idx].item<double>();
+  }
+}
+
+}  // namespace sdpo::test

@@ -1,0 +1,76 @@
+// The SDPO loss and its gradient against the golden vectors, and the clipped branch by hand.
+#include <ATen/ATen.h>
+
+#include "algorithms/sdpo/sdpo_loss.h"
+#include "support/test_support.h"
+
+namespace {
+
+using sdpo::test::golden;
+using sdpo::test::json_tensor;
+
+TEST(SDPOLoss, MatchesReferenceLossAndGradient) {
+  const auto& g = golden().at("loss");
+  sdpo::SDPOLossInput in;
+  auto lpa = json_tensor(g.at("log_prob_a")).requires_grad_(true);
+  auto lpb = json_tensor(g.at("log_prob_b")).requires_grad_(true);
+  in.log_prob_a = lpa;
+  in.log_prob_b = lpb;
+  in.old_log_prob_a = json_tensor(g.at("old_log_prob_a"));
+  in.old_log_prob_b = json_tensor(g.at("old_log_prob_b"));
+  in.advantage_a = json_tensor(g.at("advantage_a"));
+  in.advantage_b = json_tensor(g.at("advantage_b"));
+  in.weight = json_tensor(g.at("weight_lambda_pow_k"));
+  in.eta = g.at("eta_log_scale").to_number<double>();
+  in.clip_range = g.at("clip_range").to_number<double>();
+  in.adv_clip_max = g.at("adv_clip_max").to_number<double>();
+  auto out = sdpo::sdpo_loss(in);
+  EXPECT_NEAR(out.loss.item<double>(), g.at("loss").to_number<double>(), 1e-5 * g.at("loss").to_number<double>());
+  out.loss.backward();
+  sdpo::test::expect_close(lpa.grad(), json_tensor(g.at("grad_log_prob_a")), 1e-5, 1e-9, "d loss / d log_prob_a");
+  sdpo::test::expect_close(lpb.grad(), json_tensor(g.at("grad_log_prob_b")), 1e-5, 1e-9, "d loss / d log_prob_b");
+  // Pair 2 has advantages 6 and -7: both clipped to +-5.
+  EXPECT_NEAR(out.adv_clipfrac, 2.0 / 8.0, 1e-12);
+}
+
+TEST(SDPOLoss, ClippedBranchHasZeroGradient) {
+  // One pair, rho_a = 0.01 >> eps = 1e-4, rho_b = 0, w = 1, dA = 1:
+  // unclipped (0.01 - 1)^2 = 0.9801 < clipped (1e-4 - 1)^2 = 0.99980001 -> clipped branch,
+  // whose gradient is zero because rho_a is outside (-eps, eps).
+  sdpo::SDPOLossInput in;
+  auto lpa = at::full({1}, 0.01, at::kDouble).requires_grad_(true);
+  in.log_prob_a = lpa;
+  in.log_prob_b = at::zeros({1}, at::kDouble);
+  in.old_log_prob_a = at::zeros({1}, at::kDouble);
+  in.old_log_prob_b = at::zeros({1}, at::kDouble);
+  in.advantage_a = at::full({1}, 0.5, at::kDouble);
+  in.advantage_b = at::full({1}, -0.5, at::kDouble);
+  in.weight = at::ones({1}, at::kDouble);
+  auto out = sdpo::sdpo_loss(in);
+  EXPECT_NEAR(out.loss.item<double>(), (1e-4 - 1) * (1e-4 - 1), 1e-12);
+  EXPECT_EQ(out.clipfrac, 1.0);
+  out.loss.backward();
+  EXPECT_EQ(lpa.grad().item<double>(), 0.0);
+}
+
+TEST(SDPOLoss, UnclippedWhenClipRangeIsZero) {
+  // eps = 0: plain squared error; d/d lp_a of (w (lp_a - old_a) / eta - dA)^2 = 2 (w*0.5/2 - 1) * w/2.
+  sdpo::SDPOLossInput in;
+  auto lpa = at::full({1}, 0.5, at::kDouble).requires_grad_(true);
+  in.log_prob_a = lpa;
+  in.log_prob_b = at::zeros({1}, at::kDouble);
+  in.old_log_prob_a = at::zeros({1}, at::kDouble);
+  in.old_log_prob_b = at::zeros({1}, at::kDouble);
+  in.advantage_a = at::ones({1}, at::kDouble);
+  in.advantage_b = at::zeros({1}, at::kDouble);
+  in.weight = at::full({1}, 0.8, at::kDouble);
+  in.eta = 2.0;
+  in.clip_range = 0;
+  auto out = sdpo::sdpo_loss(in);
+  const double r = 0.8 * 0.5 / 2.0 - 1.0;
+  EXPECT_NEAR(out.loss.item<double>(), r * r, 1e-12);
+  out.loss.backward();
+  EXPECT_NEAR(lpa.grad().item<double>(), 2 * r * 0.4, 1e-12);
+}
+
+}  // namespace
