@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <sstream>
 
@@ -16,8 +17,10 @@ namespace {
 // Libraries are kept for the life of the process and never unloaded: objects, std::function
 // factories and autograd nodes from a plugin may live until exit (aesthetics.md, "Keep the
 // library loaded"). Allocated with new and never deleted, so no dlclose runs at static destruction.
-std::vector<std::shared_ptr<boost::dll::shared_library>>& libraries() {
-  static auto* libs = new std::vector<std::shared_ptr<boost::dll::shared_library>>();
+// Keyed by canonical path: a library is loaded (and registered) once per process, whichever
+// loader asks.
+std::map<std::string, std::shared_ptr<boost::dll::shared_library>>& libraries() {
+  static auto* libs = new std::map<std::string, std::shared_ptr<boost::dll::shared_library>>();
   return *libs;
 }
 
@@ -31,7 +34,10 @@ std::string canonical(const std::string& path) {
 
 void PluginLoader::load(const std::string& path_in) {
   const std::string path = canonical(path_in);
-  if (std::find(loaded_.begin(), loaded_.end(), path) != loaded_.end()) return;
+  if (libraries().count(path)) {
+    if (std::find(loaded_.begin(), loaded_.end(), path) == loaded_.end()) loaded_.push_back(path);
+    return;
+  }
   if (!fs::exists(path)) throw PluginLoadError(path, "file not found");
 
   auto lib = std::make_shared<boost::dll::shared_library>();
@@ -78,7 +84,7 @@ void PluginLoader::load(const std::string& path_in) {
     throw PluginLoadError(path, std::string("registration failed: ") + e.what());
   }
   registry_.set_current_file("<host>");
-  libraries().push_back(lib);
+  libraries().emplace(path, lib);
   loaded_.push_back(path);
 }
 

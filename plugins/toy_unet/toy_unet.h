@@ -45,9 +45,8 @@ class ResBlockImpl : public torch::nn::Module {
 TORCH_MODULE(ResBlock);
 
 /// Multi-head cross-attention from image positions (queries) to text tokens (keys, values),
-/// with a GroupNorm on the image features and a residual connection. Written as plain batched
-/// matmuls in the (B, C, N) layout of the convolutions, so the large image tensor is never
-/// transposed (libtorch 1.13 has no fused attention).
+/// with a GroupNorm on the image features and a residual connection. Plain batched matmuls
+/// (libtorch 1.13 has no fused attention); the image-side projections are 1x1 convolutions.
 class CrossAttentionImpl : public torch::nn::Module {
  public:
   CrossAttentionImpl(std::int64_t channels, std::int64_t cond_dim, std::int64_t heads, std::int64_t groups);

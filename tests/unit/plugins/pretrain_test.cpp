@@ -15,7 +15,7 @@
 namespace {
 
 // A 2-level UNet at 16x16 and a 16-wide text encoder: a few steps run in well under a second.
-std::string manifest_text(const std::string& dir, const std::string& extra_pretrain = "") {
+std::string manifest_text(const std::string& dir) {
   return R"({
     "model": {"name": "toy_unet", "options": {"image_size": 16, "channels": [16, 16], "cond_dim": 16,
               "heads": 2, "checkpoint": ")" + dir + R"(/model.safetensors"}},
@@ -23,7 +23,7 @@ std::string manifest_text(const std::string& dir, const std::string& extra_pretr
     "prompts": {"name": "shapes", "options": {"image_size": 16}},
     "pretrain": {"steps": 4, "batch_size": 4, "learning_rate": 1e-3, "seed": 3,
                  "model_out": ")" + dir + R"(/model.safetensors",
-                 "text_encoder_out": ")" + dir + R"(/sub/text.safetensors")" + extra_pretrain + R"(}
+                 "text_encoder_out": ")" + dir + R"(/sub/text.safetensors"}
   })";
 }
 
@@ -57,8 +57,9 @@ TEST_F(Pretrain, WritesLoadableCheckpoints) {
 
 TEST_F(Pretrain, RewardWithoutCheckpointRefusedBeforeTraining) {
   const std::string dir = sdpo::test::temp_dir("pretrain");
-  const sdpo::Manifest m = sdpo::Manifest::parse(
-      manifest_text(dir, R"(, "rewards": [{"name": "shape_alignment", "options": {}}])"), "<test>");
+  sdpo::Manifest m = sdpo::Manifest::parse(manifest_text(dir), "<test>");
+  m.pretrain.rewards.push_back(sdpo::ComponentConfig{
+      "reward", "shape_alignment", {}, "<test>", "pretrain.rewards[0].options"});
   std::ostringstream log;
   try {
     sdpo::run_pretrain(m, log);

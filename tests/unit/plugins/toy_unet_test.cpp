@@ -186,15 +186,14 @@ TEST(ToyUNet, FewStepsOverfitOneBatch) {
   auto model = make_model(R"({"seed": 3})");
   auto text = sdpo::Registry::global().create<sdpo::TextEncoder>(config("text_encoder", "toy_text", "{}"));
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(21);
-  const std::int64_t b = 8;
+  const std::int64_t b = 4;
   const at::Tensor x0 = at::rand({b, 3, 32, 32}, gen).gt(0.7).to(at::kFloat) * 2 - 1;
   const at::Tensor t = at::randint(0, 1000, {b}, gen, at::kLong);
   const at::Tensor eps = at::randn({b, 3, 32, 32}, gen);
   const at::Tensor ab = at::linspace(0.999, 0.005, 1000).index_select(0, t).view({b, 1, 1, 1});
   const at::Tensor x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps;
-  const std::vector<std::string> prompts{"a red circle", "two blue squares", "a green triangle on the left",
-                                         "a white square", "three yellow circles", "a purple triangle",
-                                         "a red square and a blue circle", "a green circle at the top"};
+  const std::vector<std::string> prompts{"a red circle", "two blue squares on the left", "a white triangle",
+                                         "a red square and a blue circle"};
   std::vector<at::Tensor> params = model->trainable_parameters();
   for (const auto& p : text->trainable_parameters()) params.push_back(p);
   sdpo::OptimizerOptions opt;
@@ -203,7 +202,7 @@ TEST(ToyUNet, FewStepsOverfitOneBatch) {
   sdpo::Optimizer optimizer(params, opt);
   auto loss_now = [&] { return at::mse_loss(model->forward(x_t, t, text->encode(prompts)), eps); };
   const double initial = loss_now().item<double>();
-  for (int step = 0; step < 40; ++step) {
+  for (int step = 0; step < 30; ++step) {
     loss_now().backward();
     optimizer.micro_step();
   }
