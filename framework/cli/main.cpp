@@ -53,6 +53,16 @@ std::vector<std::string> split_csv(const std::string& s) {
   return out;
 }
 
+// Short human form of a default value: 0.99 rather than JSON's 9.9E-1.
+std::string show(const boost::json::value& v) {
+  if (v.is_double()) {
+    std::ostringstream os;
+    os << v.as_double();
+    return os.str();
+  }
+  return boost::json::serialize(v);
+}
+
 int cmd_plugins(const std::vector<std::string>& args) {
   po::options_description d("plugins");
   d.add_options()("plugin-path", po::value<std::vector<std::string>>()->composing(), "extra plugin file or folder");
@@ -70,7 +80,7 @@ int cmd_plugins(const std::vector<std::string>& args) {
     }
     std::cout << "  " << e->name << "  -  " << e->help << "\n      file: " << e->file << "\n";
     for (const auto& o : reg.options(e->kind, e->name)) {
-      std::cout << "      " << o.key << " (" << o.type << ", default " << boost::json::serialize(o.default_value)
+      std::cout << "      " << o.key << " (" << o.type << ", default " << show(o.default_value)
                 << "): " << o.help << "\n";
     }
   }

@@ -36,6 +36,15 @@ std::shared_ptr<Kind> make(const ComponentConfig& c, const Manifest& m) {
 
 Components build_components(const Manifest& m, ComponentSet set) {
   load_plugins(m);
+  // Every name and option first, so a typo anywhere is reported before any weights load.
+  std::vector<const ComponentConfig*> wanted{&m.model, &m.text_encoder, &m.decoder, &m.sampler, &m.prompts};
+  if (set == ComponentSet::kTraining || !m.reward.name.empty()) wanted.push_back(&m.reward);
+  if (set == ComponentSet::kTraining) {
+    for (const auto* cfg : {&m.dense_reward, &m.normalizer, &m.algorithm}) wanted.push_back(cfg);
+  }
+  for (const auto* cfg : wanted) {
+    if (!cfg->name.empty()) Registry::global().validate(*cfg);
+  }
   Components c;
   c.model = make<Model>(m.model, m);
   c.text_encoder = make<TextEncoder>(m.text_encoder, m);

@@ -39,6 +39,13 @@ const RegistryEntry& Registry::entry(const ComponentConfig& cfg) const {
   return it->second;
 }
 
+void Registry::validate(const ComponentConfig& cfg) const {
+  const RegistryEntry& e = entry(cfg);
+  OptionReader reader(cfg);
+  e.describe(reader);
+  reader.finish();
+}
+
 bool Registry::contains(const std::string& kind, const std::string& name) const {
   return entries_.count({kind, name}) > 0;
 }

@@ -70,6 +70,10 @@ class Registry {
     return std::static_pointer_cast<Kind>(entry(cfg).make(cfg));
   }
 
+  /// Checks that `cfg` names a registered component and that its options parse, without
+  /// building it (so a manifest's errors show before any weights load).
+  void validate(const ComponentConfig& cfg) const;
+
   bool contains(const std::string& kind, const std::string& name) const;
   /// Names registered for `kind`, sorted.
   std::vector<std::string> names(const std::string& kind) const;
