@@ -6,6 +6,8 @@
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <cmath>
+#include <sstream>
+#include <type_traits>
 
 #include "sdpo/error.h"
 
@@ -82,11 +84,29 @@ bool Optimizer::micro_step(std::int64_t accumulation) {
 
 namespace {
 
+// libtorch keys optimizer state by the parameter's TensorImpl: a string of its address in 1.x,
+// the address itself in 2.x. Build whichever key type this libtorch uses.
+template <class Key>
+Key state_key(const at::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream s;
+    s << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return s.str();
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
+
+template <class Map>
+auto state_key_for(const Map&, const at::Tensor& p) {
+  return state_key<typename Map::key_type>(p);
+}
+
 template <class State>
 void save_state(const torch::optim::Optimizer& opt, const std::vector<at::Tensor>& params, TensorMap& out) {
   const auto& states = opt.state();
   for (std::size_t i = 0; i < params.size(); ++i) {
-    auto it = states.find(c10::guts::to_string(params[i].unsafeGetTensorImpl()));
+    auto it = states.find(state_key_for(states, params[i]));
     if (it == states.end()) continue;
     const auto& s = static_cast<const State&>(*it->second);
     std::string k = "param." + std::to_string(i) + ".";
@@ -119,7 +139,7 @@ void load_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor>& par
     s->exp_avg(get("exp_avg"));
     s->exp_avg_sq(get("exp_avg_sq"));
     if (in.count(k + "max_exp_avg_sq")) s->max_exp_avg_sq(get("max_exp_avg_sq"));
-    states[c10::guts::to_string(params[i].unsafeGetTensorImpl())] = std::move(s);
+    states[state_key_for(states, params[i])] = std::move(s);
   }
 }
 
