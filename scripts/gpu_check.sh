@@ -34,12 +34,12 @@ echo "== ctest: $(grep -E 'tests passed|tests failed' "$out/ctest.log")"
 grep -E "Cuda|\*\*\*Failed|Skipped" "$out/ctest.log" | head -20
 cd "$root"
 for dev in cuda cpu; do
-  t0=$(date +%s.%N)
+  t0=$(date +%s%N)
   "$build/bin/sdpo" train experiments/toy/quickstart.json --output "$out/quickstart_$dev" \
     --set device=$dev --set train.epochs=4 --set eval.every=4 --set output.progress=false \
     --set model.options.checkpoint= --set text_encoder.options.checkpoint= \
     --set reward.name=colorfulness --set 'reward.options={}' > "$out/quickstart_$dev.log" 2>&1
   rc=$?
-  echo "== quickstart 4 epochs on $dev: rc=$rc, $(echo "$(date +%s.%N) - $t0" | bc) s"
+  echo "== quickstart 4 epochs on $dev: rc=$rc, $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   grep -E "^eval|^epoch" "$out/quickstart_$dev.log"
 done

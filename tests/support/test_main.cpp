@@ -1,9 +1,13 @@
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include "support/test_support.h"
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
+  // ctest runs tests in parallel (one process each): one intra-op thread per process avoids
+  // oversubscribing the cores (on a 16-core machine, 8 processes x 16 threads timed out).
+  at::set_num_threads(1);
   sdpo::test::load_plugins_once();
   return RUN_ALL_TESTS();
 }
