@@ -87,10 +87,10 @@ int cmd_plugins(const std::vector<std::string>& args) {
   return 0;
 }
 
-int cmd_train(const std::vector<std::string>& args) {
-  po::options_description d("train");
-  std::string manifest, output;
-  d.add_options()("manifest", po::value(&manifest)->required(), "manifest")("output", po::value(&output), "run folder")(
+// `<command> MANIFEST [--set json.path=value ...]` plus the command's own options in `d`.
+sdpo::Manifest manifest_command(const std::vector<std::string>& args, po::options_description& d) {
+  std::string manifest;
+  d.add_options()("manifest", po::value(&manifest)->required(), "manifest")(
       "set", po::value<std::vector<std::string>>()->composing(), "json.path=value override");
   po::positional_options_description pos;
   pos.add("manifest", 1);
@@ -99,7 +99,14 @@ int cmd_train(const std::vector<std::string>& args) {
   po::notify(vm);
   std::vector<std::string> sets;
   if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
-  sdpo::Trainer trainer(sdpo::Manifest::load(manifest, sets), {output});
+  return sdpo::Manifest::load(manifest, sets);
+}
+
+int cmd_train(const std::vector<std::string>& args) {
+  po::options_description d("train");
+  std::string output;
+  d.add_options()("output", po::value(&output), "run folder");
+  sdpo::Trainer trainer(manifest_command(args, d), {output});
   trainer.run();
   fs::path dir = trainer.run_dir();
   std::cout << "run file:     " << (dir / "run.h5").string() << "\n";
@@ -152,17 +159,7 @@ int cmd_sample(const std::vector<std::string>& args) {
 
 int cmd_pretrain(const std::vector<std::string>& args) {
   po::options_description d("pretrain");
-  std::string manifest;
-  d.add_options()("manifest", po::value(&manifest)->required(), "manifest")(
-      "set", po::value<std::vector<std::string>>()->composing(), "json.path=value override");
-  po::positional_options_description pos;
-  pos.add("manifest", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
-  po::notify(vm);
-  std::vector<std::string> sets;
-  if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
-  auto m = sdpo::Manifest::load(manifest, sets);
+  auto m = manifest_command(args, d);
   sdpo::load_plugins(m);
   sdpo::run_pretrain(m, std::cout);
   return 0;
