@@ -106,7 +106,8 @@ int cmd_train(const std::vector<std::string>& args) {
   po::options_description d("train");
   std::string output;
   d.add_options()("output", po::value(&output), "run folder");
-  sdpo::Trainer trainer(manifest_command(args, d), {output});
+  auto manifest = manifest_command(args, d);  // fills `output` too
+  sdpo::Trainer trainer(std::move(manifest), {output});
   trainer.run();
   fs::path dir = trainer.run_dir();
   std::cout << "run file:     " << (dir / "run.h5").string() << "\n";
