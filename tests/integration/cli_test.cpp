@@ -1,6 +1,9 @@
 // The sdpo command line: help, plugin listing, and clear errors for bad input.
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <sys/wait.h>
 
@@ -12,6 +15,13 @@ struct Result {
   int status;
   std::string output;
 };
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
 
 Result run(const std::string& args) {
   std::string cmd = std::string(SDPO_CLI) + " " + args + " 2>&1";
@@ -56,6 +66,34 @@ TEST(Cli, UnknownComponentListsRegisteredNames) {
   // Checked before any component is built: the model's checkpoint path is not even opened.
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("sampler.name: unknown sampler 'dimm'; registered: ddim"), std::string::npos) << r.output;
+}
+
+TEST(Cli, TrainWritesToOutputAndSampleReadsTheCheckpoint) {
+  auto dir = sdpo::test::temp_dir("cli_train");
+  auto manifest = dir + "/micro.json";
+  {
+    std::ofstream f(manifest);
+    f << R"({
+      "model": {"name": "toy_unet", "options": {"image_size": 8, "channels": [8, 8], "cond_dim": 8, "heads": 1, "norm_groups": 4}},
+      "text_encoder": {"name": "toy_text", "options": {"dim": 8, "heads": 1}},
+      "decoder": "identity", "sampler": "ddim", "prompts": {"name": "shapes", "options": {"image_size": 8}},
+      "reward": "colorfulness", "dense_reward": "similarity_3_adaptive", "normalizer": "per_step_prompt",
+      "algorithm": "sdpo", "train": {"epochs": 1, "batch_size": 2}, "sample": {"steps": 3},
+      "eval": {"steps": [1], "seeds": 1, "max_prompts": 1}, "output": {"progress": false}
+    })";
+  }
+  auto r = run("train " + manifest + " --output " + dir + "/run --set train.seed=7");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("run file:     " + dir + "/run/run.h5"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/run/run.h5"));
+  EXPECT_NE(read_file(dir + "/run/manifest.json").find("\"seed\": 7"), std::string::npos) << "--set reaches the run";
+  r = run("sample --checkpoint " + dir + "/run/checkpoints/epoch_1 --prompt \"a red circle\" --prompt \"two blue squares\" "
+          "--steps 1,3 --out " + dir + "/grid.png");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/grid.png"));
+  r = run("sample --checkpoint " + dir + "/run/checkpoints/epoch_9 --prompt x --out " + dir + "/g.png");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("checkpoint folder not found"), std::string::npos) << r.output;
 }
 
 }  // namespace
