@@ -27,6 +27,7 @@
 #include "sdpo/model.h"
 #include "sdpo/normalizer.h"
 #include "sdpo/optimizer.h"
+#include "sdpo/registry.h"
 #include "sdpo/prompts.h"
 #include "sdpo/returns.h"
 #include "sdpo/reward.h"
@@ -86,6 +87,7 @@ struct Trainer::Impl {
   TrainerOptions opts;
   Components c;
   std::unique_ptr<Optimizer> optimizer;
+  std::shared_ptr<Model> reference;  ///< frozen pretrained copy, when the algorithm asks for one
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
   std::unique_ptr<RunFile> file;
   std::string dir;
@@ -158,19 +160,32 @@ struct Trainer::Impl {
         prompts.insert(prompts.end(), copy.begin(), copy.end());
       }
       Trajectories tr = sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), T, gen, true);
-      // 3. query the planned steps' predicted x0.
-      QueryPlan plan = c.dense_reward->plan(tr.pred_x0, gen);
-      const std::int64_t N = x_T.size(0), Q = plan.steps.size(1);
-      auto gather_idx = plan.steps.to(device).view({N, Q, 1, 1, 1}).expand({N, Q, shape[0], shape[1], shape[2]});
-      auto picked = tr.pred_x0.gather(1, gather_idx).reshape({N * Q, shape[0], shape[1], shape[2]});
-      auto images = c.decoder->decode(picked);
-      std::vector<std::string> image_prompts;
-      for (const auto& p : prompts) image_prompts.insert(image_prompts.end(), static_cast<size_t>(Q), p);
-      auto scores = c.reward->score(images, image_prompts).to(at::kFloat).view({N, Q});
-      check_finite(scores, "reward '" + m.reward.name + "'", counters.epoch + 1);
-      queries += N * Q;
-      auto dense = c.dense_reward->predict(plan, scores);
-      check_finite(dense, "dense_reward '" + m.dense_reward.name + "'", counters.epoch + 1);
+      const std::int64_t N = x_T.size(0);
+      QueryPlan plan;
+      at::Tensor scores, dense;
+      if (spec.final_image_reward) {
+        // 3'. sparse reward of the decoded final sample, copied along the trajectory.
+        scores = c.reward->score(c.decoder->decode(tr.final_sample), prompts).to(at::kFloat).view({N, 1});
+        check_finite(scores, "reward '" + m.reward.name + "'", counters.epoch + 1);
+        plan.num_steps = T;
+        plan.steps = at::full({N, 1}, T - 1, at::TensorOptions().dtype(at::kLong));
+        dense = scores.expand({N, T}).contiguous();
+        queries += N;
+      } else {
+        // 3. query the planned steps' predicted x0.
+        plan = c.dense_reward->plan(tr.pred_x0, gen);
+        const std::int64_t Q = plan.steps.size(1);
+        auto gather_idx = plan.steps.to(device).view({N, Q, 1, 1, 1}).expand({N, Q, shape[0], shape[1], shape[2]});
+        auto picked = tr.pred_x0.gather(1, gather_idx).reshape({N * Q, shape[0], shape[1], shape[2]});
+        auto images = c.decoder->decode(picked);
+        std::vector<std::string> image_prompts;
+        for (const auto& p : prompts) image_prompts.insert(image_prompts.end(), static_cast<size_t>(Q), p);
+        scores = c.reward->score(images, image_prompts).to(at::kFloat).view({N, Q});
+        check_finite(scores, "reward '" + m.reward.name + "'", counters.epoch + 1);
+        queries += N * Q;
+        dense = c.dense_reward->predict(plan, scores);
+        check_finite(dense, "dense_reward '" + m.dense_reward.name + "'", counters.epoch + 1);
+      }
 
       prompt_parts.push_back(prompts);
       cond_p.push_back(cond);
@@ -209,7 +224,8 @@ struct Trainer::Impl {
     check_finite(buf.advantages, "normalizer '" + m.normalizer.name + "'", counters.epoch + 1);
 
     // 5. the algorithm's updates.
-    UpdateContext ctx{*c.model, *c.sampler, *optimizer, gen, counters.epoch + 1, m.train.train_batch_size};
+    UpdateContext ctx{*c.model, *c.sampler, *optimizer, gen, counters.epoch + 1, m.train.train_batch_size,
+                      reference.get()};
     Metrics metrics = c.algorithm->update(buf, ctx);
     bar.tick("updated");
 
@@ -254,6 +270,12 @@ Trainer::Trainer(Manifest manifest, TrainerOptions options) : impl_(std::make_un
   s.dir = s.opts.output_dir.empty() ? (fs::path(s.m.output.dir) / s.m.name).string() : s.opts.output_dir;
   s.c = build_components(s.m, ComponentSet::kTraining);
   s.optimizer = std::make_unique<Optimizer>(s.c.model->trainable_parameters(), s.m.train.optimizer);
+  if (s.c.algorithm->spec().needs_reference_model) {
+    s.reference = Registry::global().create<Model>(s.m.model);
+    s.reference->to(s.device);
+    s.reference->set_training(false);
+    for (auto& p : s.reference->trainable_parameters()) p.requires_grad_(false);
+  }
   s.gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(s.m.train.seed));
 }
 

@@ -25,6 +25,12 @@ struct RolloutSpec {
   bool paired = false;        ///< two trajectories per prompt
   bool shared_noise = false;  ///< the pair shares its initial noise x_T
   double gamma = 0.0;         ///< discount for returns over dense rewards; <= 0: returns = rewards
+  /// Score only the decoded final sample x^(T) (DDPO, REBEL, D3PO: one query per trajectory)
+  /// and copy that reward to every step; the manifest's dense_reward predictor is not used.
+  bool final_image_reward = false;
+  /// The trainer builds a frozen second copy of the manifest's model (the pretrained weights)
+  /// and passes it as UpdateContext::reference (D3PO's reference policy).
+  bool needs_reference_model = false;
 };
 
 /// Everything an update may touch.
@@ -35,6 +41,7 @@ struct UpdateContext {
   at::Generator generator;   ///< shuffles and any other randomness
   std::int64_t epoch = 0;
   std::int64_t train_batch_size = 1;  ///< B_t: trajectories (or pairs) per micro-batch
+  Model* reference = nullptr;  ///< frozen pretrained model when spec().needs_reference_model
 };
 
 /// Scalar metrics of one update phase, logged under /curves/train/<name>.

@@ -1,0 +1,176 @@
+// Algorithm `d3po`: Direct Preference for Denoising Diffusion Policy Optimization
+// (research/algorithms.md section 6).
+//
+// Notation map: T = buffer.num_steps; pairs b = 0..B-1 are rows b (member a) and b+B (member b);
+// π_b = the step permutation of pair b (shared by a and b); j = position; k = π_b(j) = the trained
+// step; h = preference labels from the raw final rewards; ℓ_ref = the frozen pretrained model
+// (ctx.reference), not the sampling policy; G_acc = optimizer accumulation.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "d3po_loss.h"
+#include "sdpo/algorithm.h"
+#include "sdpo/error.h"
+#include "sdpo/model.h"
+#include "sdpo/optimizer.h"
+#include "sdpo/plugin.h"
+#include "sdpo/sampler.h"
+
+namespace {
+
+struct D3POOptions {
+  double beta = 0.1;
+  double eps = 0.1;
+  double timestep_fraction = 1.0;
+  bool shuffle_batch = true;
+  bool shuffle_timestep = true;
+
+  static D3POOptions read(sdpo::OptionReader& r) {
+    D3POOptions o;
+    o.beta = r.number("beta", o.beta, 1e-12, 1e12, "preference temperature: -log sigmoid(beta * delta log q)");
+    o.eps = r.number("eps", o.eps, 0.0, 0.999, "ratio clip: q = clip(p_theta / p_ref, 1 - eps, 1 + eps)");
+    o.timestep_fraction = r.number("timestep_fraction", o.timestep_fraction, 1e-6, 1.0, "fraction of the T steps trained");
+    o.shuffle_batch = r.boolean("shuffle_batch", o.shuffle_batch, "permute the pairs before rebatching");
+    o.shuffle_timestep = r.boolean("shuffle_timestep", o.shuffle_timestep, "independent step permutation per pair");
+    return o;
+  }
+};
+
+class D3POAlgorithm final : public sdpo::Algorithm {
+ public:
+  explicit D3POAlgorithm(const D3POOptions& o) : o_(o) {}
+
+  sdpo::RolloutSpec spec() const override {
+    sdpo::RolloutSpec s;
+    s.paired = true;
+    s.shared_noise = true;           // 6.1: b reuses a's initial noise
+    s.gamma = 0.0;                   // 6.2: no discounting, no normalization (advantages unused)
+    s.final_image_reward = true;     // 6.1: the final latent of each trajectory is scored
+    s.needs_reference_model = true;  // 6.3: the reference is the frozen pretrained model
+    return s;
+  }
+
+  sdpo::Metrics update(sdpo::RolloutBuffer& buf, sdpo::UpdateContext& ctx) override {
+    if (!buf.paired || !buf.final_rewards.defined()) {
+      throw sdpo::Error("algorithm 'd3po': needs a paired buffer with final rewards");
+    }
+    if (ctx.reference == nullptr) {
+      throw sdpo::Error("algorithm 'd3po': needs the frozen reference model (spec().needs_reference_model)");
+    }
+    sdpo::Model& reference = *ctx.reference;
+    const int64_t pairs = buf.groups(), T = buf.num_steps;
+    const int64_t batch = std::max<int64_t>(1, ctx.train_batch_size);
+    const int64_t trained = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(T) * o_.timestep_fraction));
+    // 6.4: accelerate accumulation G_acc·num_train_timesteps (one optimizer step per G_acc mini-batches).
+    const int64_t accumulation = ctx.optimizer.options().gradient_accumulation * trained;
+    auto long_cpu = at::TensorOptions().dtype(at::kLong);
+    auto device = buf.latents.device();
+
+    // 6.2: labels from the raw final rewards (the stored log-probs and the advantages are unused).
+    auto rewards = buf.final_rewards.to(at::kDouble).cpu();
+    auto labels = sdpo::d3po_preference_labels(rewards.slice(0, 0, pairs), rewards.slice(0, pairs, 2 * pairs));
+    const double tie_fraction = (labels.label_a == 0).to(at::kDouble).mean().item<double>();
+
+    // 6.4: permute the pair axis, then one step permutation per pair shared by both members.
+    auto order = o_.shuffle_batch ? at::randperm(pairs, ctx.generator, long_cpu) : at::arange(pairs, long_cpu);
+    std::vector<at::Tensor> perms;
+    for (int64_t b = 0; b < pairs; ++b) {
+      perms.push_back(o_.shuffle_timestep ? at::randperm(T, ctx.generator, long_cpu) : at::arange(T, long_cpu));
+    }
+    auto perm = at::stack(perms);  // (pairs, T): perm[b][j] = k
+
+    double loss_sum = 0, abs_log_q_sum = 0, abs_log_ratio_sum = 0, clamp_sum = 0;
+    int64_t micro = 0;
+    ctx.model.set_training(true);
+    // 6.4: mini-batches outer, positions inner; one backward per (mini-batch, position).
+    for (int64_t start = 0; start < pairs; start += batch) {
+      const int64_t end = std::min(pairs, start + batch), b = end - start;
+      auto pair_idx = order.slice(0, start, end);
+      auto rows_d = at::cat({pair_idx, pair_idx + pairs}).to(device);
+      auto latents = buf.latents.index_select(0, rows_d);
+      auto next_latents = buf.next_latents.index_select(0, rows_d);
+      auto timesteps = buf.timesteps.index_select(0, rows_d);
+      auto cond = buf.cond.index_select(0, rows_d);
+      auto label_a = labels.label_a.index_select(0, pair_idx).to(device);
+      auto label_b = labels.label_b.index_select(0, pair_idx).to(device);
+      auto pair_perm = perm.index_select(0, pair_idx);  // (b, T)
+
+      for (int64_t j = 0; j < trained; ++j) {
+        auto k = pair_perm.select(1, j);
+        auto kk = at::cat({k, k}).to(device);  // both members train the same step
+        auto x = pick_step(latents, kk), x_next = pick_step(next_latents, kk), t = pick_step(timesteps, kk);
+        auto lp = step_log_prob(ctx.model, ctx, x, t, x_next, cond, T);
+        at::Tensor ref_lp;
+        {
+          at::NoGradGuard no_grad;  // 6.3: the reference outputs are constants
+          ref_lp = step_log_prob(reference, ctx, x, t, x_next, cond, T);
+        }
+        sdpo::D3POLossInput li;
+        li.log_prob_a = lp.slice(0, 0, b);
+        li.log_prob_b = lp.slice(0, b, 2 * b);
+        li.ref_log_prob_a = ref_lp.slice(0, 0, b);
+        li.ref_log_prob_b = ref_lp.slice(0, b, 2 * b);
+        li.label_a = label_a;
+        li.label_b = label_b;
+        li.beta = o_.beta;
+        li.eps = o_.eps;
+        auto res = sdpo::d3po_loss(li);
+        const double lv = res.loss.item<double>();
+        if (!std::isfinite(lv)) {
+          throw sdpo::NumericError("algorithm 'd3po': the loss is " + std::to_string(lv) + " at epoch " +
+                                   std::to_string(ctx.epoch) + ", position " + std::to_string(j));
+        }
+        (res.loss / static_cast<double>(accumulation)).backward();
+        ctx.optimizer.micro_step(accumulation);
+        loss_sum += lv;
+        abs_log_q_sum += res.mean_abs_log_q;
+        abs_log_ratio_sum += res.mean_abs_log_ratio;
+        clamp_sum += res.clampfrac;
+        ++micro;
+      }
+    }
+    ctx.optimizer.flush();
+    ctx.model.set_training(false);
+    const double m = static_cast<double>(std::max<int64_t>(micro, 1));
+    return {{"loss", loss_sum / m},
+            {"mean_abs_log_q", abs_log_q_sum / m},
+            {"mean_abs_log_ratio", abs_log_ratio_sum / m},
+            {"clampfrac", clamp_sum / m},
+            {"tie_fraction", tie_fraction},
+            {"grad_norm", ctx.optimizer.last_grad_norm()},
+            {"updates", static_cast<double>(ctx.optimizer.updates())}};
+  }
+
+ private:
+  // (2b, T, ...) -> (2b, ...): row r's step kk[r].
+  static at::Tensor pick_step(const at::Tensor& full, const at::Tensor& kk) {
+    std::vector<int64_t> shape(static_cast<size_t>(full.dim()), 1);
+    shape[0] = kk.size(0);
+    auto expanded = full.sizes().vec();
+    expanded[1] = 1;
+    return full.gather(1, kk.view(shape).expand(expanded)).squeeze(1);
+  }
+
+  // ℓ(k) of the stored transition x^(k) -> x^(k+1) under `model` (2.4): (2b,).
+  static at::Tensor step_log_prob(sdpo::Model& model, sdpo::UpdateContext& ctx, const at::Tensor& x,
+                                  const at::Tensor& t, const at::Tensor& x_next, const at::Tensor& cond, int64_t T) {
+    auto out = model.forward(x, t, cond);
+    return ctx.sampler.step({out, t, x, T, x_next, c10::nullopt, model.prediction_type()}).log_prob;
+  }
+
+  D3POOptions o_;
+};
+
+void register_plugin(sdpo::Registry& r) {
+  r.add<sdpo::Algorithm, D3POOptions>(
+      "d3po", "D3PO: per-step DPO on pairs ranked by their final reward, against the frozen pretrained model",
+      &D3POOptions::read,
+      [](const D3POOptions& o, const sdpo::ComponentConfig&) { return std::make_shared<D3POAlgorithm>(o); });
+}
+
+}  // namespace
+
+SDPO_DECLARE_PLUGIN("d3po", "0.1.0", register_plugin)
