@@ -17,6 +17,7 @@
 #include "sdpo/model.h"
 #include "sdpo/optimizer.h"
 #include "sdpo/plugin.h"
+#include "sdpo/rollout_ops.h"
 #include "sdpo/sampler.h"
 
 namespace {
@@ -89,24 +90,19 @@ class D3POAlgorithm final : public sdpo::Algorithm {
     for (int64_t start = 0; start < pairs; start += batch) {
       const int64_t end = std::min(pairs, start + batch), b = end - start;
       auto pair_idx = order.slice(0, start, end);
-      auto rows_d = at::cat({pair_idx, pair_idx + pairs}).to(device);
-      auto latents = buf.latents.index_select(0, rows_d);
-      auto next_latents = buf.next_latents.index_select(0, rows_d);
-      auto timesteps = buf.timesteps.index_select(0, rows_d);
-      auto cond = buf.cond.index_select(0, rows_d);
+      auto rows = at::cat({pair_idx, pair_idx + pairs});  // a rows then b rows
       auto label_a = labels.label_a.index_select(0, pair_idx).to(device);
       auto label_b = labels.label_b.index_select(0, pair_idx).to(device);
       auto pair_perm = perm.index_select(0, pair_idx);  // (b, T)
 
       for (int64_t j = 0; j < trained; ++j) {
         auto k = pair_perm.select(1, j);
-        auto kk = at::cat({k, k}).to(device);  // both members train the same step
-        auto x = pick_step(latents, kk), x_next = pick_step(next_latents, kk), t = pick_step(timesteps, kk);
-        auto lp = step_log_prob(ctx.model, ctx, x, t, x_next, cond, T);
+        auto kk = at::cat({k, k});  // both members train the same step
+        auto lp = sdpo::rollout_log_prob(ctx.model, ctx.sampler, buf, rows, kk);
         at::Tensor ref_lp;
         {
           at::NoGradGuard no_grad;  // 6.3: the reference outputs are constants
-          ref_lp = step_log_prob(reference, ctx, x, t, x_next, cond, T);
+          ref_lp = sdpo::rollout_log_prob(reference, ctx.sampler, buf, rows, kk);
         }
         sdpo::D3POLossInput li;
         li.log_prob_a = lp.slice(0, 0, b);
@@ -145,22 +141,6 @@ class D3POAlgorithm final : public sdpo::Algorithm {
   }
 
  private:
-  // (2b, T, ...) -> (2b, ...): row r's step kk[r].
-  static at::Tensor pick_step(const at::Tensor& full, const at::Tensor& kk) {
-    std::vector<int64_t> shape(static_cast<size_t>(full.dim()), 1);
-    shape[0] = kk.size(0);
-    auto expanded = full.sizes().vec();
-    expanded[1] = 1;
-    return full.gather(1, kk.view(shape).expand(expanded)).squeeze(1);
-  }
-
-  // ℓ(k) of the stored transition x^(k) -> x^(k+1) under `model` (2.4): (2b,).
-  static at::Tensor step_log_prob(sdpo::Model& model, sdpo::UpdateContext& ctx, const at::Tensor& x,
-                                  const at::Tensor& t, const at::Tensor& x_next, const at::Tensor& cond, int64_t T) {
-    auto out = model.forward(x, t, cond);
-    return ctx.sampler.step({out, t, x, T, x_next, c10::nullopt, model.prediction_type()}).log_prob;
-  }
-
   D3POOptions o_;
 };
 

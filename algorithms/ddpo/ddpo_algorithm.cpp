@@ -14,6 +14,7 @@
 #include "sdpo/model.h"
 #include "sdpo/optimizer.h"
 #include "sdpo/plugin.h"
+#include "sdpo/rollout_ops.h"
 #include "sdpo/sampler.h"
 
 namespace {
@@ -39,15 +40,6 @@ struct DDPOOptions {
     return o;
   }
 };
-
-// Picks, for each row n of `full` (b, T, ...), the entry at step k[n]: (b, ...).
-at::Tensor pick_steps(const at::Tensor& full, const at::Tensor& k) {
-  std::vector<int64_t> shape(static_cast<size_t>(full.dim()), 1);
-  shape[0] = k.size(0);
-  auto expanded = full.sizes().vec();
-  expanded[1] = 1;
-  return full.gather(1, k.view(shape).expand(expanded)).squeeze(1);
-}
 
 class DDPOAlgorithm final : public sdpo::Algorithm {
  public:
@@ -88,7 +80,6 @@ class DDPOAlgorithm final : public sdpo::Algorithm {
     }
     auto perm = at::stack(perms);  // (N, T): perm[row][j] = k
 
-    auto device = buf.latents.device();
     double loss_sum = 0, clip_sum = 0, kl_sum = 0;
     int64_t micro = 0;
     ctx.model.set_training(true);
@@ -97,27 +88,14 @@ class DDPOAlgorithm final : public sdpo::Algorithm {
     for (int64_t start = 0; start < n; start += batch) {
       const int64_t end = std::min(n, start + batch);
       auto rows = order.slice(0, start, end);
-      auto rows_d = rows.to(device);
-      auto latents = buf.latents.index_select(0, rows_d);
-      auto next_latents = buf.next_latents.index_select(0, rows_d);
-      auto timesteps = buf.timesteps.index_select(0, rows_d);
-      auto old_log_probs = buf.log_probs.index_select(0, rows_d);
-      auto advantages = buf.advantages.index_select(0, rows_d);
-      auto cond = buf.cond.index_select(0, rows_d);
       auto row_perm = perm.index_select(0, rows);
       for (int64_t j = 0; j < trained; ++j) {
-        auto k = row_perm.select(1, j).contiguous().to(device);  // (b,) trained step per sample
-        auto x = pick_steps(latents, k);
-        auto x_next = pick_steps(next_latents, k);
-        auto t = pick_steps(timesteps, k);
-        auto old_lp = pick_steps(old_log_probs, k);
+        auto k = row_perm.select(1, j).contiguous();  // (b,) trained step per sample
+        auto lp = sdpo::rollout_log_prob(ctx.model, ctx.sampler, buf, rows, k);
+        auto old_lp = sdpo::rollout_select(buf.log_probs, rows, k);
         // 4.2: A has no time axis in DDPO; the trainer's (N, T) advantages have identical
         // columns for a sparse final reward, so column k is that A.
-        auto adv = pick_steps(advantages, k);
-
-        auto out = ctx.model.forward(x, t, cond);
-        sdpo::SamplerStepInput in{out, t, x, T, x_next, c10::nullopt, ctx.model.prediction_type()};
-        auto lp = ctx.sampler.step(in).log_prob;
+        auto adv = sdpo::rollout_select(buf.advantages, rows, k);
         auto res = sf ? sdpo::ddpo_sf_loss(lp, adv, o_.adv_clip_max)
                       : sdpo::ddpo_is_loss(lp, old_lp, adv, o_.clip_range, o_.adv_clip_max);
         const double lv = res.loss.item<double>();

@@ -11,6 +11,7 @@
 #include "sdpo/model.h"
 #include "sdpo/optimizer.h"
 #include "sdpo/plugin.h"
+#include "sdpo/rollout_ops.h"
 #include "sdpo/sampler.h"
 #include "sdpo_loss.h"
 
@@ -82,29 +83,10 @@ class SDPOAlgorithm final : public sdpo::Algorithm {
         auto k = perm.index_select(0, pair_idx).select(1, j);         // (b,) trained step per pair
         auto rows = at::cat({pair_idx, pair_idx + pairs});            // a rows then b rows
         auto kk = at::cat({k, k});
-        auto rows_d = rows.to(device), kk_d = kk.to(device);
-
-        auto x_t = buf.latents.index_select(0, rows_d);                // (2b, T, ...)
-        auto pick = [&](const at::Tensor& full) {                      // (2b, T, ...) -> (2b, ...)
-          auto idx = kk_d.view({-1, 1});
-          std::vector<int64_t> shape(static_cast<size_t>(full.dim()), 1);
-          shape[0] = idx.size(0);
-          auto expanded_shape = full.sizes().vec();
-          expanded_shape[1] = 1;
-          auto gather_idx = idx.view(shape).expand(expanded_shape);
-          return full.gather(1, gather_idx).squeeze(1);
-        };
-        auto x = pick(x_t);
-        auto x_next = pick(buf.next_latents.index_select(0, rows_d));
-        auto t = pick(buf.timesteps.index_select(0, rows_d));
-        auto old_lp = pick(buf.log_probs.index_select(0, rows_d));
-        auto adv = pick(buf.advantages.index_select(0, rows_d));
-        auto cond = buf.cond.index_select(0, rows_d);
-
         // One batched forward for both members of every pair.
-        auto out = ctx.model.forward(x, t, cond);
-        sdpo::SamplerStepInput in{out, t, x, T, x_next, c10::nullopt, ctx.model.prediction_type()};
-        auto lp = ctx.sampler.step(in).log_prob;
+        auto lp = sdpo::rollout_log_prob(ctx.model, ctx.sampler, buf, rows, kk);
+        auto old_lp = sdpo::rollout_select(buf.log_probs, rows, kk);
+        auto adv = sdpo::rollout_select(buf.advantages, rows, kk);
         const int64_t b = end - start;
         sdpo::SDPOLossInput li;
         li.log_prob_a = lp.slice(0, 0, b);
