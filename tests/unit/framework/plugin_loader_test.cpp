@@ -62,7 +62,9 @@ TEST(PluginLoader, BuiltPluginsAreRegisteredWithTheirFiles) {
     EXPECT_TRUE(reg.contains(kind, name)) << kind << " " << name;
   }
   for (const auto* e : reg.entries()) {
-    if (e->kind == "sampler" && e->name == "ddim") EXPECT_NE(e->file.find("sdpo_ddim.so"), std::string::npos);
+    if (e->kind == "sampler" && e->name == "ddim") {
+      EXPECT_NE(e->file.find("sdpo_ddim.so"), std::string::npos);
+    }
   }
 }
 
