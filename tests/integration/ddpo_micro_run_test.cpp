@@ -16,22 +16,9 @@ namespace fs = std::filesystem;
 
 // The micro world of micro_run_test.cpp: 8x8 images, a tiny UNet, 4-step trajectories.
 std::string ddpo_manifest(const std::string& estimator) {
-  return R"({
-    "name": "micro_ddpo",
-    "model": {"name": "toy_unet", "options": {"image_size": 8, "channels": [8, 8], "cond_dim": 8, "heads": 1, "norm_groups": 4}},
-    "text_encoder": {"name": "toy_text", "options": {"dim": 8, "layers": 1, "heads": 1}},
-    "decoder": "identity",
-    "sampler": {"name": "ddim"},
-    "prompts": {"name": "shapes", "options": {"image_size": 8}},
-    "reward": {"name": "colorfulness"},
-    "dense_reward": {"name": "similarity_3_adaptive"},
-    "normalizer": {"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}},
-    "algorithm": {"name": "ddpo", "options": {"estimator": ")" + estimator + R"("}},
-    "train": {"epochs": 2, "batch_size": 2, "batches_per_epoch": 2, "train_batch_size": 2, "learning_rate": 0.001},
-    "sample": {"steps": 4},
-    "eval": {"steps": [1, 2], "seeds": 1, "max_prompts": 2},
-    "output": {"progress": false, "grid_prompts": 2}
-  })";
+  return sdpo::test::micro_manifest(
+      R"({"name": "colorfulness"})", R"({"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+      R"({"name": "ddpo", "options": {"estimator": ")" + estimator + R"("}})");
 }
 
 class DDPOMicroRun : public ::testing::TestWithParam<std::string> {};

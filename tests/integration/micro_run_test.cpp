@@ -20,23 +20,8 @@ namespace fs = std::filesystem;
 
 // A micro world: 8x8 images, a UNet of a few thousand parameters, 4-step trajectories.
 std::string micro_manifest(const std::string& reward) {
-  return R"({
-    "name": "micro",
-    "model": {"name": "toy_unet", "options": {"image_size": 8, "channels": [8, 8], "cond_dim": 8, "heads": 1, "norm_groups": 4}},
-    "text_encoder": {"name": "toy_text", "options": {"dim": 8, "layers": 1, "heads": 1}},
-    "decoder": "identity",
-    "sampler": {"name": "ddim"},
-    "prompts": {"name": "shapes", "options": {"image_size": 8}},
-    "reward": )" + reward + R"(,
-    "dense_reward": {"name": "similarity_3_adaptive"},
-    "normalizer": {"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}},
-    "algorithm": {"name": "sdpo"},
-    "train": {"epochs": 2, "batch_size": 2, "batches_per_epoch": 2, "train_batch_size": 2, "learning_rate": 0.001},
-    "sample": {"steps": 4},
-    "eval": {"steps": [1, 2], "seeds": 1, "max_prompts": 2},
-    "output": {"progress": false, "grid_prompts": 2},
-    "plugin_paths": [")" + std::string(SDPO_TEST_FIXTURE_DIR) + R"(/fixture_nan_reward.so"]
-  })";
+  return sdpo::test::micro_manifest(
+      reward, R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})", R"({"name": "sdpo"})");
 }
 
 TEST(MicroRun, TwoEpochsWriteAValidRunFile) {

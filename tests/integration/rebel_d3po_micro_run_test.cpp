@@ -22,22 +22,9 @@ constexpr int kBatchSize = 2, kBatchesPerEpoch = 2, kEpochs = 2;
 // The micro world of micro_run_test.cpp with another algorithm and the per-(prompt, step) normalizer
 // (identical advantage columns under a final-image reward up to its running statistics).
 std::string micro_manifest(const std::string& algorithm) {
-  return R"({
-    "name": "micro",
-    "model": {"name": "toy_unet", "options": {"image_size": 8, "channels": [8, 8], "cond_dim": 8, "heads": 1, "norm_groups": 4}},
-    "text_encoder": {"name": "toy_text", "options": {"dim": 8, "layers": 1, "heads": 1}},
-    "decoder": "identity",
-    "sampler": {"name": "ddim"},
-    "prompts": {"name": "shapes", "options": {"image_size": 8}},
-    "reward": {"name": "colorfulness"},
-    "dense_reward": {"name": "similarity_3_adaptive"},
-    "normalizer": {"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}},
-    "algorithm": )" + algorithm + R"(,
-    "train": {"epochs": 2, "batch_size": 2, "batches_per_epoch": 2, "train_batch_size": 2, "learning_rate": 0.001},
-    "sample": {"steps": 4},
-    "eval": {"steps": [1, 2], "seeds": 1, "max_prompts": 2},
-    "output": {"progress": false, "grid_prompts": 2}
-  })";
+  return sdpo::test::micro_manifest(
+      R"({"name": "colorfulness"})", R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+      algorithm);
 }
 
 void expect_valid_micro_run(const std::string& algorithm, const std::vector<std::string>& extra_metrics) {

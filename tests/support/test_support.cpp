@@ -33,6 +33,26 @@ at::Tensor json_tensor(const boost::json::value& v) {
   return at::scalar_tensor(v.to_number<double>(), at::kDouble);
 }
 
+std::string micro_manifest(const std::string& reward, const std::string& normalizer, const std::string& algorithm) {
+  return R"({
+    "name": "micro",
+    "model": {"name": "toy_unet", "options": {"image_size": 8, "channels": [8, 8], "cond_dim": 8, "heads": 1, "norm_groups": 4}},
+    "text_encoder": {"name": "toy_text", "options": {"dim": 8, "layers": 1, "heads": 1}},
+    "decoder": "identity",
+    "sampler": {"name": "ddim"},
+    "prompts": {"name": "shapes", "options": {"image_size": 8}},
+    "reward": )" + reward + R"(,
+    "dense_reward": {"name": "similarity_3_adaptive"},
+    "normalizer": )" + normalizer + R"(,
+    "algorithm": )" + algorithm + R"(,
+    "train": {"epochs": 2, "batch_size": 2, "batches_per_epoch": 2, "train_batch_size": 2, "learning_rate": 0.001},
+    "sample": {"steps": 4},
+    "eval": {"steps": [1, 2], "seeds": 1, "max_prompts": 2},
+    "output": {"progress": false, "grid_prompts": 2},
+    "plugin_paths": [")" + std::string(SDPO_TEST_FIXTURE_DIR) + R"(/fixture_nan_reward.so"]
+  })";
+}
+
 std::string temp_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
   namespace fs = std::filesystem;

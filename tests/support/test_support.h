@@ -17,6 +17,12 @@ const boost::json::value& golden();
 /// A nested JSON array of numbers as a float64 tensor.
 at::Tensor json_tensor(const boost::json::value& v);
 
+/// The micro world shared by the end-to-end tests: 8x8 images, a UNet of a few thousand
+/// parameters, 4-step trajectories, 2 epochs of 2 sampling batches of 2 prompts, evaluation at 1
+/// and 2 steps on 2 prompts. Arguments are the JSON values of their sections. The fixture plugins'
+/// NaN reward is on the plugin path.
+std::string micro_manifest(const std::string& reward, const std::string& normalizer, const std::string& algorithm);
+
 /// A fresh empty directory under the system temp folder, unique per call.
 std::string temp_dir(const std::string& tag);
 
