@@ -14,6 +14,7 @@
 
 #include "sdpo/normalizer.h"
 #include "sdpo/plugin.h"
+#include "sdpo/statistics.h"
 
 namespace {
 
@@ -33,17 +34,6 @@ struct PerPromptOptions {
   }
 };
 
-// Population mean and standard deviation (ddof 0, numpy's np.std in the reference).
-template <class Range>
-std::pair<double, double> mean_std(const Range& v) {
-  double m = 0;
-  for (double x : v) m += x;
-  m /= static_cast<double>(v.size());
-  double s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return {m, std::sqrt(s / static_cast<double>(v.size()))};
-}
-
 class PerPromptNormalizer final : public sdpo::Normalizer {
  public:
   explicit PerPromptNormalizer(const PerPromptOptions& o) : o_(o) {}
@@ -60,7 +50,7 @@ class PerPromptNormalizer final : public sdpo::Normalizer {
 
     // Fallback: all N·T values of the batch (9.3), i.e. all gathered rewards of the epoch (4.2).
     const double* first = g.data_ptr<double>();
-    const auto batch = mean_std(std::vector<double>(first, first + n * t));
+    const auto batch = sdpo::population_mean_std(std::vector<double>(first, first + n * t));
     const auto capacity = static_cast<size_t>(o_.buffer_size * t);
     const auto needed = static_cast<size_t>(o_.min_count * t);
 
@@ -74,7 +64,7 @@ class PerPromptNormalizer final : public sdpo::Normalizer {
         for (int64_t k = 0; k < t; ++k) buf.push_back(acc[i][k]);
       }
       while (buf.size() > capacity) buf.pop_front();
-      auto [mu, sigma] = buf.size() < needed ? batch : mean_std(buf);
+      auto [mu, sigma] = buf.size() < needed ? batch : sdpo::population_mean_std(buf);
       for (int64_t i : idx) {
         for (int64_t k = 0; k < t; ++k) out[i][k] = (acc[i][k] - mu) / (sigma + o_.std_eps);
       }

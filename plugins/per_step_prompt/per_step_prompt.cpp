@@ -9,6 +9,7 @@
 
 #include "sdpo/normalizer.h"
 #include "sdpo/plugin.h"
+#include "sdpo/statistics.h"
 
 namespace {
 
@@ -26,16 +27,6 @@ struct TrackerOptions {
     return o;
   }
 };
-
-// Population mean and standard deviation (ddof 0, as numpy's np.std in the reference).
-std::pair<double, double> mean_std(const std::deque<double>& v) {
-  double m = 0;
-  for (double x : v) m += x;
-  m /= static_cast<double>(v.size());
-  double s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return {m, std::sqrt(s / static_cast<double>(v.size()))};
-}
 
 class PerStepPromptNormalizer final : public sdpo::Normalizer {
  public:
@@ -56,7 +47,7 @@ class PerStepPromptNormalizer final : public sdpo::Normalizer {
     for (int64_t k = 0; k < t; ++k) {
       std::deque<double> col;
       for (int64_t i = 0; i < n; ++i) col.push_back(acc[i][k]);
-      batch[static_cast<size_t>(k)] = mean_std(col);
+      batch[static_cast<size_t>(k)] = sdpo::population_mean_std(col);
     }
     std::map<std::string, std::vector<int64_t>> rows;
     for (int64_t i = 0; i < n; ++i) rows[prompts[static_cast<size_t>(i)]].push_back(i);
@@ -68,7 +59,8 @@ class PerStepPromptNormalizer final : public sdpo::Normalizer {
           buf.push_back(acc[i][k]);
           while (static_cast<int64_t>(buf.size()) > o_.buffer_size) buf.pop_front();
         }
-        auto [mu, sigma] = static_cast<int64_t>(buf.size()) < o_.min_count ? batch[static_cast<size_t>(k)] : mean_std(buf);
+        const bool young = static_cast<int64_t>(buf.size()) < o_.min_count;
+        auto [mu, sigma] = young ? batch[static_cast<size_t>(k)] : sdpo::population_mean_std(buf);
         for (int64_t i : idx) out[i][k] = (acc[i][k] - mu) / (sigma + o_.std_eps);
       }
     }
