@@ -29,6 +29,7 @@
 #include "sdpo/optimizer.h"
 #include "sdpo/registry.h"
 #include "sdpo/prompts.h"
+#include "sdpo/reference_model.h"
 #include "sdpo/returns.h"
 #include "sdpo/reward.h"
 #include "sdpo/run_file.h"
@@ -271,10 +272,7 @@ Trainer::Trainer(Manifest manifest, TrainerOptions options) : impl_(std::make_un
   s.c = build_components(s.m, ComponentSet::kTraining);
   s.optimizer = std::make_unique<Optimizer>(s.c.model->trainable_parameters(), s.m.train.optimizer);
   if (s.c.algorithm->spec().needs_reference_model) {
-    s.reference = Registry::global().create<Model>(s.m.model);
-    s.reference->to(s.device);
-    s.reference->set_training(false);
-    for (auto& p : s.reference->trainable_parameters()) p.requires_grad_(false);
+    s.reference = make_reference_model(s.c.model, s.m.model, s.device);
   }
   s.gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(s.m.train.seed));
 }

@@ -48,6 +48,13 @@ class SDPO_API Model {
 
   virtual void set_training(bool training) = 0;
   virtual void to(c10::Device device) = 0;
+
+  /// Whether the trainable parameters are an adapter (LoRA) over frozen pretrained weights.
+  virtual bool has_adapter() const { return false; }
+  /// Switches the adapter off (forward() is then the pretrained model's) or back on. Called only
+  /// when has_adapter(); the framework uses it for a reference policy that costs no second copy
+  /// of the weights (sdpo/reference_model.h).
+  virtual void set_adapter_enabled(bool enabled) {}
 };
 
 }  // namespace sdpo
