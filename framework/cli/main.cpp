@@ -80,8 +80,9 @@ int cmd_plugins(const std::vector<std::string>& args) {
     }
     std::cout << "  " << e->name << "  -  " << e->help << "\n      file: " << e->file << "\n";
     for (const auto& o : reg.options(e->kind, e->name)) {
-      std::cout << "      " << o.key << " (" << o.type << ", default " << show(o.default_value)
-                << "): " << o.help << "\n";
+      std::cout << "      " << o.key << " (" << o.type;
+      if (!o.default_value.is_null()) std::cout << ", default " << show(o.default_value);
+      std::cout << "): " << o.help << "\n";
     }
   }
   return 0;

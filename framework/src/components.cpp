@@ -34,8 +34,30 @@ std::shared_ptr<Kind> make(const ComponentConfig& c, const Manifest& m) {
 }
 }  // namespace
 
-Components build_components(const Manifest& m, ComponentSet set) {
-  load_plugins(m);
+namespace {
+// A diffusers pipeline folder holds the model, text encoder and decoder together: a text_encoder
+// or decoder section without a `path` of its own takes the model's, when its component has a
+// `path` option (DESIGN.md section 5).
+Manifest with_shared_path(const Manifest& in) {
+  const auto* model_path = in.model.options.if_contains("path");
+  if (!model_path) return in;
+  Manifest m = in;
+  for (ComponentConfig* c : {&m.text_encoder, &m.decoder}) {
+    if (c->name.empty() || c->options.contains("path") || !Registry::global().contains(c->kind, c->name)) continue;
+    for (const auto& doc : Registry::global().options(c->kind, c->name)) {
+      if (doc.key == "path") {
+        c->options["path"] = *model_path;
+        break;
+      }
+    }
+  }
+  return m;
+}
+}  // namespace
+
+Components build_components(const Manifest& manifest, ComponentSet set) {
+  load_plugins(manifest);
+  const Manifest m = with_shared_path(manifest);
   // Every name and option first, so a typo anywhere is reported before any weights load.
   std::vector<const ComponentConfig*> wanted{&m.model, &m.text_encoder, &m.decoder, &m.sampler, &m.prompts};
   if (set == ComponentSet::kTraining || !m.reward.name.empty()) wanted.push_back(&m.reward);

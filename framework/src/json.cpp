@@ -39,7 +39,7 @@ std::string num_str(double x) {
 
 }  // namespace
 
-OptionReader::OptionReader(const ComponentConfig& cfg) : cfg_(cfg) {}
+OptionReader::OptionReader(const ComponentConfig& cfg, bool describing) : cfg_(cfg), describing_(describing) {}
 
 const json::value* OptionReader::find(const std::string& key) {
   read_.push_back(key);
@@ -111,6 +111,17 @@ std::string OptionReader::string(
     fail(key, "expected one of" + h.substr(help.size()) + ", got '" + s + "'");
   }
   return s;
+}
+
+std::string OptionReader::required_string(const std::string& key, const std::string& help) {
+  docs_.push_back({key, "string (required)", json::value(nullptr), help});
+  const json::value* v = find(key);
+  if (!v) {
+    if (describing_) return {};
+    fail(key, "required: " + help);
+  }
+  if (!v->is_string() || v->as_string().empty()) fail(key, "expected a non-empty string (" + help + ")");
+  return std::string(v->as_string());
 }
 
 std::vector<std::int64_t> OptionReader::integers(

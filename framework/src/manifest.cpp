@@ -57,8 +57,9 @@ ComponentConfig read_component(const json::object& root, const std::string& kind
     throw ManifestError(file, kind, "expected an object {\"name\": ..., \"options\": {...}} or a name string");
   }
   for (const auto& kv : v->as_object()) {
-    if (kv.key() != "name" && kv.key() != "options") {
-      throw ManifestError(file, kind + "." + std::string(kv.key()), "unknown key; expected 'name' and 'options'");
+    if (kv.key() != "name" && kv.key() != "options" && kv.key() != "path") {
+      throw ManifestError(file, kind + "." + std::string(kv.key()),
+                          "unknown key; expected 'name', 'options' and optionally 'path'");
     }
   }
   const json::value* name = v->as_object().if_contains("name");
@@ -69,6 +70,15 @@ ComponentConfig read_component(const json::object& root, const std::string& kind
   if (const json::value* o = v->as_object().if_contains("options")) {
     if (!o->is_object()) throw ManifestError(file, kind + ".options", "expected an object");
     c.options = o->as_object();
+  }
+  // `<kind>.path` is shorthand for `<kind>.options.path` (a model folder), so that a command line
+  // can point a manifest at local weights: --set model.path=/models/sd-turbo.
+  if (const json::value* p = v->as_object().if_contains("path")) {
+    if (!p->is_string() || p->as_string().empty()) throw ManifestError(file, kind + ".path", "expected a folder path");
+    if (c.options.contains("path")) {
+      throw ManifestError(file, kind + ".path", "given twice: here and in " + kind + ".options.path; keep one");
+    }
+    c.options["path"] = *p;
   }
   return c;
 }

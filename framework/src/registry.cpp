@@ -69,7 +69,7 @@ std::vector<OptionDoc> Registry::options(const std::string& kind, const std::str
   cfg.kind = kind;
   cfg.name = name;
   cfg.file = "<defaults>";
-  OptionReader reader(cfg);
+  OptionReader reader(cfg, /*describing=*/true);
   entry(cfg).describe(reader);
   return reader.docs();
 }

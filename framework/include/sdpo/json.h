@@ -34,7 +34,9 @@ struct OptionDoc {
 
 class OptionReader {
  public:
-  explicit OptionReader(const ComponentConfig& cfg);
+  /// `describing`: the reader only collects docs (`sdpo plugins`); required options then return
+  /// an empty value instead of failing.
+  explicit OptionReader(const ComponentConfig& cfg, bool describing = false);
 
   double number(const std::string& key, double def, double lo, double hi, const std::string& help);
   std::int64_t integer(
@@ -45,6 +47,8 @@ class OptionReader {
   std::string string(
       const std::string& key, const std::string& def, const std::string& help,
       const std::vector<std::string>& choices = {});
+  /// A string the manifest must give (e.g. a model folder); missing or empty: ManifestError.
+  std::string required_string(const std::string& key, const std::string& help);
   std::vector<std::int64_t> integers(
       const std::string& key, const std::vector<std::int64_t>& def, std::int64_t lo,
       std::int64_t hi, const std::string& help);
@@ -63,6 +67,7 @@ class OptionReader {
   ComponentConfig cfg_;
   std::vector<std::string> read_;
   std::vector<OptionDoc> docs_;
+  bool describing_ = false;
 };
 
 /// Parses a JSON file; throws FileError (missing) or ManifestError (syntax, with line).

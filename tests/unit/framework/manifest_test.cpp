@@ -64,6 +64,37 @@ TEST(Manifest, SetOverridesCreatePaths) {
   EXPECT_NE(error_of("{}", {"train.epochs"}).find("--set expects"), std::string::npos);
 }
 
+TEST(Manifest, ComponentPathIsShorthandForItsPathOption) {
+  auto m = sdpo::Manifest::parse(R"({"model": {"name": "sd_unet", "options": {"lora_rank": 4}}})", "m.json",
+                                 {"model.path=/models/sd-turbo"});
+  ASSERT_TRUE(m.model.options.contains("path"));
+  EXPECT_EQ(m.model.options.at("path").as_string(), "/models/sd-turbo");
+  EXPECT_EQ(m.model.options.at("lora_rank").as_int64(), 4);
+  auto twice = error_of(R"({"model": {"name": "x", "path": "/a", "options": {"path": "/b"}}})");
+  EXPECT_NE(twice.find("m.json: model.path: given twice"), std::string::npos) << twice;
+  EXPECT_NE(error_of(R"({"model": {"name": "x", "path": 3}})").find("model.path: expected a folder path"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"model": {"name": "x", "paths": "/a"}})").find("model.paths: unknown key"),
+            std::string::npos);
+}
+
+TEST(Manifest, RequiredOptionFailsWhenMissingButNotWhileDescribing) {
+  sdpo::ComponentConfig cfg{"model", "x", boost::json::object{}, "m.json", "model.options"};
+  sdpo::OptionReader describe(cfg, /*describing=*/true);
+  EXPECT_EQ(describe.required_string("path", "model folder"), "");
+  EXPECT_EQ(describe.docs().at(0).type, "string (required)");
+  sdpo::OptionReader strict(cfg);
+  try {
+    strict.required_string("path", "model folder");
+    FAIL() << "expected a ManifestError";
+  } catch (const sdpo::ManifestError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.options.path: model 'x': required: model folder"), std::string::npos) << e.what();
+  }
+  cfg.options["path"] = "";
+  sdpo::OptionReader empty(cfg);
+  EXPECT_THROW(empty.required_string("path", "model folder"), sdpo::ManifestError);
+}
+
 TEST(Manifest, MissingFileIsFileError) {
   EXPECT_THROW(sdpo::Manifest::load("/nonexistent/manifest.json"), sdpo::FileError);
 }
