@@ -14,7 +14,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "sdpo/error.h"
 
@@ -120,7 +123,8 @@ StringMap parse_metadata(const std::string& path, const boost::json::value& v) {
 }
 
 at::Tensor parse_tensor(const std::string& path, const std::string& key, const boost::json::value& v,
-                        const std::uint8_t* data, std::uint64_t data_size) {
+                        const std::uint8_t* data, std::uint64_t data_size, std::uint64_t* begin_out,
+                        std::uint64_t* end_out) {
   const std::string where = quoted(key);
   if (!v.is_object()) throw FileError(path, where + "entry is not an object");
   const auto& obj = v.get_object();
@@ -169,6 +173,8 @@ at::Tensor parse_tensor(const std::string& path, const std::string& key, const b
                               dtype_name + " and shape hold " + std::to_string(nbytes));
   }
 
+  *begin_out = begin;
+  *end_out = end;
   // BOOL is read as bytes and normalized, so a byte other than 0/1 cannot make an invalid bool.
   const at::ScalarType storage = dtype->type == at::kBool ? at::kByte : dtype->type;
   at::Tensor t = at::empty(shape, at::TensorOptions().dtype(storage));
@@ -206,9 +212,12 @@ TensorMap safetensors_load(const std::string& path, StringMap* metadata) {
   if (ec) throw FileError(path, "header is not valid JSON: " + ec.message());
   if (!header.is_object()) throw FileError(path, "header is not a JSON object");
 
+  if (header_len == 0 || file.data()[8] != '{') throw FileError(path, "header does not start with '{'");
+
   const std::uint8_t* data = file.data() + 8 + header_len;
   const std::uint64_t data_size = size - 8 - header_len;
   TensorMap tensors;
+  std::vector<std::tuple<std::uint64_t, std::uint64_t, std::string>> spans;  // (begin, end, key)
   for (const auto& kv : header.get_object()) {
     const std::string key(kv.key());
     if (key == kMetadataKey) {
@@ -216,7 +225,29 @@ TensorMap safetensors_load(const std::string& path, StringMap* metadata) {
       if (metadata) *metadata = std::move(m);
       continue;
     }
-    tensors[key] = parse_tensor(path, key, kv.value(), data, data_size);
+    std::uint64_t begin = 0, end = 0;
+    tensors[key] = parse_tensor(path, key, kv.value(), data, data_size, &begin, &end);
+    spans.emplace_back(begin, end, key);
+  }
+  // The data section must be covered exactly, in offset order, with no overlap and no hole (the
+  // reference implementation's validate(), research/models.md 1.1 item 3): an overlap means two
+  // tensors alias the same bytes, a hole or a tail means the header does not describe the file.
+  std::sort(spans.begin(), spans.end());
+  std::uint64_t expected = 0;
+  for (const auto& [begin, end, key] : spans) {
+    if (begin < expected) {
+      throw FileError(path, quoted(key) + "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                "] overlap the previous tensor (ending at " + std::to_string(expected) + ")");
+    }
+    if (begin > expected) {
+      throw FileError(path, quoted(key) + "data_offsets begin " + std::to_string(begin) +
+                                " leaves a hole after byte " + std::to_string(expected));
+    }
+    expected = end;
+  }
+  if (expected != data_size) {
+    throw FileError(path, "the tensors cover " + std::to_string(expected) + " bytes of a " +
+                              std::to_string(data_size) + "-byte data section (trailing bytes not described)");
   }
   return tensors;
 }
@@ -225,8 +256,11 @@ void safetensors_save(const std::string& path, const TensorMap& tensors, const S
   // Materialize every tensor first, so an unsupported dtype fails before anything is written.
   std::vector<std::pair<std::string, at::Tensor>> cpu;
   boost::json::object header;
-  if (!metadata.empty()) {
+  {
+    // {"format": "pt"} unless the caller says otherwise: older transformers refuse a file
+    // without it, and it is what diffusers writes for LoRA files (research/models.md 1.1 item 7).
     boost::json::object m;
+    m["format"] = "pt";
     for (const auto& [k, v] : metadata) m[k] = v;
     header[kMetadataKey] = std::move(m);
   }

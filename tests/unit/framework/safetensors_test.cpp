@@ -81,6 +81,44 @@ TEST(Safetensors, MetadataRoundTrip) {
   EXPECT_NO_THROW(sdpo::safetensors_load(path));  // metadata pointer is optional
 }
 
+TEST(Safetensors, FormatPtIsWrittenByDefault) {
+  const std::string path = sdpo::test::temp_dir("st") + "/format.safetensors";
+  sdpo::safetensors_save(path, {{"w", at::ones({2})}});
+  sdpo::StringMap meta;
+  sdpo::safetensors_load(path, &meta);
+  EXPECT_EQ(meta, (sdpo::StringMap{{"format", "pt"}}));
+}
+
+TEST(Safetensors, OverlappingHoleyOrUntiledDataRefused) {
+  const std::string path = sdpo::test::temp_dir("st") + "/tiling.safetensors";
+  // b starts inside a: two tensors would alias the same bytes.
+  write_raw(path, R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12);
+  expect_refused(path, {"\"b\"", "overlap"});
+  // A gap of 4 bytes between a and b.
+  write_raw(path, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", 12);
+  expect_refused(path, {"\"b\"", "hole"});
+  // Bytes after the last tensor that no entry describes.
+  write_raw(path, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 12);
+  expect_refused(path, {"cover 4 bytes of a 12-byte data section"});
+  // Key order in the JSON is free: tiles given out of order load.
+  write_raw(path, R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8);
+  EXPECT_EQ(sdpo::safetensors_load(path).size(), 2u);
+}
+
+TEST(Safetensors, OversizedHeaderRefused) {
+  // A sparse file: the 100 MB header limit is checked before anything is parsed or read.
+  const std::string path = sdpo::test::temp_dir("st") + "/huge.safetensors";
+  {
+    std::ofstream out(path, std::ios::binary);
+    const std::uint64_t n = 100ull * 1000 * 1000 + 8;
+    out.write(reinterpret_cast<const char*>(&n), 8);
+  }
+  fs::resize_file(path, 8 + 100ull * 1000 * 1000 + 16);
+  expect_refused(path, {"exceeds the 100 MB limit"});
+  write_raw(path, R"( {"a":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}})", 0);
+  expect_refused(path, {"does not start with '{'"});
+}
+
 TEST(Safetensors, HeaderIsPaddedSortedAndContiguous) {
   const std::string path = sdpo::test::temp_dir("st") + "/layout.safetensors";
   sdpo::safetensors_save(path, {{"b", at::ones({3}, at::kFloat)}, {"a", at::ones({1}, at::kHalf)}});
