@@ -1,9 +1,13 @@
 #include "sdpo/components.h"
 
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
 #include "sdpo/algorithm.h"
 #include "sdpo/decoder.h"
 #include "sdpo/dense_reward.h"
 #include "sdpo/error.h"
+#include "sdpo/guidance.h"
 #include "sdpo/model.h"
 #include "sdpo/normalizer.h"
 #include "sdpo/plugin.h"
@@ -86,6 +90,14 @@ Components build_components(const Manifest& manifest, ComponentSet set) {
   if (c.reward) c.reward->to(device);
   c.model->set_training(false);
   c.text_encoder->set_training(false);
+  if (m.sample.guidance != 1.0) {
+    at::Tensor uncond;
+    {
+      at::NoGradGuard no_grad;
+      uncond = c.text_encoder->encode({""}).detach();
+    }
+    c.model = std::make_shared<GuidedModel>(c.model, uncond, m.sample.guidance);
+  }
   return c;
 }
 

@@ -180,8 +180,8 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     m.sample.steps = r.integer("steps", m.sample.steps, 1, 1000, "denoising steps per training trajectory (T)");
     m.sample.guidance = r.number("guidance", m.sample.guidance, 0.0, 100.0, "classifier-free guidance scale");
     r.finish();
-    if (m.sample.guidance != 1.0) {
-      throw ManifestError(file, "sample.guidance", "only 1.0 (no classifier-free guidance) is supported by this version");
+    if (m.sample.guidance <= 0.0) {
+      throw ManifestError(file, "sample.guidance", "expected a scale > 0 (1: no classifier-free guidance)");
     }
   }
   {

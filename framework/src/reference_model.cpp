@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "sdpo/error.h"
+#include "sdpo/guidance.h"
 #include "sdpo/registry.h"
 
 namespace sdpo {
@@ -48,6 +49,10 @@ std::shared_ptr<Model> make_reference_model(const std::shared_ptr<Model>& policy
   reference->to(device);
   reference->set_training(false);
   for (auto& p : reference->trainable_parameters()) p.requires_grad_(false);
+  // A guided policy gets an equally guided reference.
+  if (const auto* guided = dynamic_cast<const GuidedModel*>(policy.get())) {
+    return std::make_shared<GuidedModel>(reference, guided->uncond(), guided->scale());
+  }
   return reference;
 }
 

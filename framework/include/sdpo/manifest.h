@@ -29,7 +29,7 @@ struct TrainOptions {
 
 struct SampleOptions {
   std::int64_t steps = 50;       ///< T: denoising steps of training trajectories
-  double guidance = 1.0;         ///< classifier-free guidance scale (1: none)
+  double guidance = 1.0;         ///< classifier-free guidance scale w (1: none; sdpo/guidance.h)
 };
 
 struct EvalOptions {
