@@ -99,7 +99,7 @@ std::string OptionReader::string(
   std::string h = help;
   if (!choices.empty()) {
     h += " {";
-    for (std::size_t i = 0; i < choices.size(); ++i) h += (i ? ", " : "") + choices[i];
+    for (std::size_t i = 0; i < choices.size(); ++i) h += (i ? ", " : "") + (choices[i].empty() ? "\"\"" : choices[i]);
     h += "}";
   }
   docs_.push_back({key, "string", json::string(def), h});
@@ -111,6 +111,22 @@ std::string OptionReader::string(
     fail(key, "expected one of" + h.substr(help.size()) + ", got '" + s + "'");
   }
   return s;
+}
+
+std::vector<std::string> OptionReader::strings(const std::string& key, const std::vector<std::string>& def,
+                                              const std::string& help) {
+  json::array d;
+  for (const auto& x : def) d.push_back(json::string(x));
+  docs_.push_back({key, "string[]", d, help});
+  const json::value* v = find(key);
+  if (!v) return def;
+  if (!v->is_array()) fail(key, "expected a list of strings, got " + kind_of(*v));
+  std::vector<std::string> out;
+  for (const auto& e : v->as_array()) {
+    if (!e.is_string()) fail(key, "expected a list of strings, got an element that is " + kind_of(e));
+    out.emplace_back(e.as_string());
+  }
+  return out;
 }
 
 std::string OptionReader::required_string(const std::string& key, const std::string& help) {

@@ -52,6 +52,8 @@ class OptionReader {
   std::vector<std::int64_t> integers(
       const std::string& key, const std::vector<std::int64_t>& def, std::int64_t lo,
       std::int64_t hi, const std::string& help);
+  /// A list of strings (e.g. layer names).
+  std::vector<std::string> strings(const std::string& key, const std::vector<std::string>& def, const std::string& help);
   /// A nested object passed through unchecked (the callee validates it with its own reader).
   boost::json::object object(const std::string& key, const std::string& help);
 
