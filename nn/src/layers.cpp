@@ -113,6 +113,17 @@ at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
   return at::layer_norm(x, {dim}, weight, bias, eps_);
 }
 
+EmbeddingImpl::EmbeddingImpl(std::int64_t count, std::int64_t dim, const at::TensorOptions& options) {
+  at::Tensor w = at::empty({count, dim}, options);
+  if (!is_meta(options)) {
+    at::NoGradGuard no_grad;
+    w.normal_(0.0, 1.0);
+  }
+  weight = register_parameter("weight", w);
+}
+
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+
 at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t heads,
                                 bool causal) {
   TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "multi_head_attention: expected (B, N, C) inputs");

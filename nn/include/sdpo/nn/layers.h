@@ -94,6 +94,16 @@ class LayerNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LayerNorm);
 
+/// Lookup table: ids (any shape, int64) -> (..., dim). weight: (count, dim), drawn N(0, 1) on a
+/// real device as torch.nn.Embedding does (CLIP's token and position embeddings).
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(std::int64_t count, std::int64_t dim, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& ids);
+  at::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
 /// Multi-head scaled dot-product attention on already projected tensors.
 /// q: (B, Nq, H*d), k and v: (B, Nk, H*d); returns (B, Nq, H*d). Scale 1/sqrt(d).
 /// `causal`: position i attends to j <= i only (CLIP's text tower). Uses the fused kernel where
