@@ -59,10 +59,8 @@ Manifest with_shared_path(const Manifest& in) {
 }
 }  // namespace
 
-Components build_components(const Manifest& manifest, ComponentSet set) {
-  load_plugins(manifest);
-  const Manifest m = with_shared_path(manifest);
-  // Every name and option first, so a typo anywhere is reported before any weights load.
+namespace {
+void validate_resolved(const Manifest& m, ComponentSet set) {
   std::vector<const ComponentConfig*> wanted{&m.model, &m.text_encoder, &m.decoder, &m.sampler, &m.prompts};
   if (set == ComponentSet::kTraining || !m.reward.name.empty()) wanted.push_back(&m.reward);
   if (set == ComponentSet::kTraining) {
@@ -71,6 +69,19 @@ Components build_components(const Manifest& manifest, ComponentSet set) {
   for (const auto* cfg : wanted) {
     if (!cfg->name.empty()) Registry::global().validate(*cfg);
   }
+}
+}  // namespace
+
+void validate_components(const Manifest& manifest, ComponentSet set) {
+  load_plugins(manifest);
+  validate_resolved(with_shared_path(manifest), set);
+}
+
+Components build_components(const Manifest& manifest, ComponentSet set) {
+  load_plugins(manifest);
+  const Manifest m = with_shared_path(manifest);
+  // Every name and option first, so a typo anywhere is reported before any weights load.
+  validate_resolved(m, set);
   Components c;
   c.model = make<Model>(m.model, m);
   c.text_encoder = make<TextEncoder>(m.text_encoder, m);

@@ -40,6 +40,10 @@ enum class ComponentSet {
 /// the components. A missing section throws a ManifestError naming it.
 Components build_components(const Manifest& m, ComponentSet set);
 
+/// What build_components checks before building anything: every component named is registered
+/// and accepts its options (after text_encoder/decoder take the model's `path`). Loads no weights.
+void validate_components(const Manifest& m, ComponentSet set);
+
 /// Loads the plugins a manifest needs into Registry::global() (idempotent).
 void load_plugins(const Manifest& m);
 
