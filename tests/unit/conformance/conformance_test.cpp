@@ -12,15 +12,31 @@
 #include "sdpo/reward.h"
 #include "sdpo/sampler.h"
 #include "support/test_support.h"
+#include "support/tiny_clip.h"
 
 namespace {
 
 namespace json = boost::json;
 
+// The aesthetic reward's files at toy size, written once per process: a tiny CLIPModel folder
+// (image size 32, the suite's image size) and a head for its 16-wide features.
+const std::pair<std::string, std::string>& tiny_aesthetic_files() {
+  static const std::pair<std::string, std::string> files = [] {
+    const std::string dir = sdpo::test::temp_dir("conformance_aesthetic");
+    sdpo::test::write_tiny_clip(dir + "/clip", sdpo::test::TinyCLIPSpec{}, 7);
+    sdpo::test::write_aesthetic_head(dir + "/head.safetensors", sdpo::test::TinyCLIPSpec{}.projection, 8);
+    return std::make_pair(dir + "/clip", dir + "/head.safetensors");
+  }();
+  return files;
+}
+
 // Options a component needs to be built in a test (weights the tests ship or create).
 json::object test_options(const std::string& kind, const std::string& name) {
   if (kind == "reward" && name == "shape_alignment") {
     return {{"checkpoint", std::string(SDPO_SOURCE_DIR) + "/experiments/assets/shape_classifier.safetensors"}};
+  }
+  if (kind == "reward" && name == "aesthetic") {
+    return {{"clip", tiny_aesthetic_files().first}, {"head", tiny_aesthetic_files().second}};
   }
   return {};
 }
@@ -112,24 +128,46 @@ TEST(DenseRewardConformance, EveryPredictorPassesTheSuite) {
   auto all = names("dense_reward");
   ASSERT_FALSE(all.empty());
   const int64_t n = 3;
-  for (int64_t T : {1, 2, 5, 8}) {
+  for (int64_t T : {1, 2, 3, 5, 8, 50}) {
     auto x0 = at::randn({n, T, 2, 3, 3}, seeded(static_cast<uint64_t>(T)));
     for (const auto& name : all) {
       SCOPED_TRACE("dense_reward " + name + " T=" + std::to_string(T));
       auto d = build<sdpo::DenseRewardPredictor>(name, test_options("dense_reward", name));
       auto d2 = build<sdpo::DenseRewardPredictor>(name, documented_defaults("dense_reward", name));
+      const int64_t queries = d->queries_per_trajectory(T);
+      EXPECT_GE(queries, 1);
+      EXPECT_LE(queries, T);
+      EXPECT_EQ(d2->queries_per_trajectory(T), queries);
       auto g1 = seeded(9), g2 = seeded(9);
       auto plan = d->plan(x0, g1);
       auto plan2 = d2->plan(x0, g2);
+      EXPECT_EQ(plan.num_steps, T);
       ASSERT_EQ(plan.steps.dim(), 2);
+      EXPECT_EQ(plan.steps.scalar_type(), at::kLong);
       EXPECT_EQ(plan.steps.size(0), n);
-      EXPECT_EQ(plan.steps.size(1), d->queries_per_trajectory(T));
+      EXPECT_EQ(plan.steps.size(1), queries) << "queries_per_trajectory reports what plan() queries";
       EXPECT_TRUE(plan.steps.equal(plan2.steps)) << "determinism under a seed";
       EXPECT_TRUE((plan.steps >= 0).all().item<bool>() && (plan.steps < T).all().item<bool>());
+      // The logged plan fields (run.h5 `similarities`, `anchor_step`) have their documented shapes.
+      if (plan.similarities.defined()) {
+        ASSERT_EQ(plan.similarities.sizes(), (at::IntArrayRef{n, plan.steps.size(1), T}));
+        EXPECT_TRUE(at::isfinite(plan.similarities).all().item<bool>());
+        // Cosine of each queried step to itself.
+        auto self = plan.similarities.gather(2, plan.steps.unsqueeze(-1)).squeeze(-1);
+        sdpo::test::expect_close(self, at::ones_like(self), 0, 1e-5, "self-similarity of the queried steps");
+      }
+      if (plan.anchor.defined()) {
+        ASSERT_EQ(plan.anchor.sizes(), (at::IntArrayRef{n}));
+        EXPECT_EQ(plan.anchor.scalar_type(), at::kLong);
+        EXPECT_TRUE(plan.steps.eq(plan.anchor.unsqueeze(1)).any(1).all().item<bool>()) << "the anchor is queried";
+      }
       auto q = at::randn({n, plan.steps.size(1)}, seeded(11));
+      auto q_before = q.clone();
       auto dense = d->predict(plan, q);
       ASSERT_EQ(dense.sizes(), (at::IntArrayRef{n, T}));
       EXPECT_TRUE(at::isfinite(dense).all().item<bool>());
+      EXPECT_TRUE(q.equal(q_before)) << "predict leaves the queried rewards unchanged";
+      sdpo::test::expect_close(d2->predict(plan2, q), dense, 0, 0, "documented defaults");
       // Queried steps keep their exact rewards (the last query of a step wins).
       for (int64_t i = 0; i < n; ++i) {
         for (int64_t j = 0; j < plan.steps.size(1); ++j) {
@@ -141,6 +179,8 @@ TEST(DenseRewardConformance, EveryPredictorPassesTheSuite) {
           EXPECT_FLOAT_EQ(dense[i][k].item<float>(), q[i][last].item<float>());
         }
       }
+      // A query plan of the wrong width is refused.
+      EXPECT_ANY_THROW(d->predict(plan, at::randn({n, plan.steps.size(1) + 1}, seeded(12))));
     }
   }
 }
