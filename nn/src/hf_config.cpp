@@ -18,7 +18,15 @@ HFConfig HFConfig::load(const std::string& path) {
   return HFConfig(std::move(v.get_object()), path);
 }
 
-HFConfig::HFConfig(boost::json::object object, std::string file) : object_(std::move(object)), file_(std::move(file)) {}
+HFConfig::HFConfig(boost::json::object object, std::string file, std::string prefix)
+    : object_(std::move(object)), file_(std::move(file)), prefix_(std::move(prefix)) {}
+
+std::optional<HFConfig> HFConfig::child(const std::string& key) const {
+  const auto* v = find(key);
+  if (!v) return std::nullopt;
+  if (!v->is_object()) fail(key, "expected a JSON object");
+  return HFConfig(v->get_object(), file_, prefix_ + key + ".");
+}
 
 const boost::json::value* HFConfig::find(const std::string& key) const {
   const auto* v = object_.if_contains(key);
@@ -28,7 +36,7 @@ const boost::json::value* HFConfig::find(const std::string& key) const {
 bool HFConfig::has(const std::string& key) const { return find(key) != nullptr; }
 
 void HFConfig::fail(const std::string& key, const std::string& message) const {
-  throw ManifestError(file_, key, message);
+  throw ManifestError(file_, prefix_ + key, message);
 }
 
 std::int64_t HFConfig::integer(const std::string& key, std::int64_t fallback) const {
@@ -122,11 +130,15 @@ std::string find_weights_file(const std::string& dir, const std::string& stem, c
     throw FileError(st.string(), "sharded checkpoints (*.safetensors.index.json) are not supported; merge the shards "
                                  "into one safetensors file");
   }
-  const fs::path bin = fs::path(dir) / (stem + suffix + ".bin");
-  if (fs::is_regular_file(bin, ec)) {
-    throw FileError(st.string(), "not found, but " + bin.string() +
-                                     " is: PyTorch pickles are not read; convert it once with "
-                                     "safetensors.torch.save_file(torch.load(path), out, metadata={'format': 'pt'})");
+  // diffusers pickles are "<stem>.bin", transformers ones "pytorch_<stem>.bin" (pytorch_model.bin).
+  const fs::path pickles[] = {fs::path(dir) / (stem + suffix + ".bin"),
+                              fs::path(dir) / ("pytorch_" + stem + suffix + ".bin")};
+  for (const fs::path& bin : pickles) {
+    if (fs::is_regular_file(bin, ec)) {
+      throw FileError(st.string(), "not found, but " + bin.string() +
+                                       " is: PyTorch pickles are not read; convert it once with "
+                                       "safetensors.torch.save_file(torch.load(path), out, metadata={'format': 'pt'})");
+    }
   }
   throw FileError(st.string(), "weights file not found" +
                                    (variant.empty() ? std::string() : " (variant \"" + variant + "\")"));

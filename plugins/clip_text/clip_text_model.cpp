@@ -34,6 +34,17 @@ CLIPTextConfig CLIPTextConfig::from_hf(const nn::HFConfig& hf) {
 
 CLIPTextConfig CLIPTextConfig::load(const std::string& path) { return from_hf(nn::HFConfig::load(path)); }
 
+CLIPEncoderConfig CLIPTextConfig::encoder() const {
+  CLIPEncoderConfig e;
+  e.hidden_size = hidden_size;
+  e.intermediate_size = intermediate_size;
+  e.num_hidden_layers = num_hidden_layers;
+  e.num_attention_heads = num_attention_heads;
+  e.hidden_act = hidden_act;
+  e.layer_norm_eps = layer_norm_eps;
+  return e;
+}
+
 at::Tensor clip_activation(const at::Tensor& x, const std::string& name) {
   if (name == "quick_gelu") return x * at::sigmoid(x * 1.702);
   TORCH_CHECK(name == "gelu", "CLIP: unsupported activation '", name, "' (expected gelu or quick_gelu)");
@@ -61,7 +72,7 @@ CLIPMLPImpl::CLIPMLPImpl(
 
 at::Tensor CLIPMLPImpl::forward(const at::Tensor& x) { return fc2_(clip_activation(fc1_(x), activation_)); }
 
-CLIPEncoderLayerImpl::CLIPEncoderLayerImpl(const CLIPTextConfig& cfg, const at::TensorOptions& options) {
+CLIPEncoderLayerImpl::CLIPEncoderLayerImpl(const CLIPEncoderConfig& cfg, const at::TensorOptions& options) {
   const std::int64_t d = cfg.hidden_size;
   self_attn_ = register_module("self_attn", CLIPAttention(d, cfg.num_attention_heads, options));
   layer_norm1_ = register_module("layer_norm1", nn::LayerNorm(d, cfg.layer_norm_eps, options));
@@ -74,7 +85,7 @@ at::Tensor CLIPEncoderLayerImpl::forward(const at::Tensor& x, bool causal) {
   return h + mlp_(layer_norm2_(h));
 }
 
-CLIPEncoderImpl::CLIPEncoderImpl(const CLIPTextConfig& cfg, const at::TensorOptions& options) {
+CLIPEncoderImpl::CLIPEncoderImpl(const CLIPEncoderConfig& cfg, const at::TensorOptions& options) {
   layer_list_ = register_module("layers", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
     layers_.emplace_back(cfg, options);
@@ -112,7 +123,7 @@ at::Tensor eos_positions(const at::Tensor& ids, std::int64_t eos_token_id) {
 CLIPTextTransformerImpl::CLIPTextTransformerImpl(const CLIPTextConfig& cfg, const at::TensorOptions& options)
     : cfg_(cfg) {
   embeddings_ = register_module("embeddings", CLIPTextEmbeddings(cfg, options));
-  encoder_ = register_module("encoder", CLIPEncoder(cfg, options));
+  encoder_ = register_module("encoder", CLIPEncoder(cfg.encoder(), options));
   final_layer_norm_ = register_module("final_layer_norm", nn::LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, options));
 }
 

@@ -30,6 +30,17 @@
 
 namespace sdpo::clip_text {
 
+/// The sizes of a stack of CLIP encoder layers, shared by the text tower (causal) and the vision
+/// tower (clip_vision_model.h, not causal).
+struct CLIPEncoderConfig {
+  std::int64_t hidden_size = 512;
+  std::int64_t intermediate_size = 2048;
+  std::int64_t num_hidden_layers = 12;
+  std::int64_t num_attention_heads = 8;
+  std::string hidden_act = "quick_gelu";  ///< "gelu" (erf) or "quick_gelu" (x * sigmoid(1.702 x))
+  double layer_norm_eps = 1e-5;
+};
+
 /// transformers' CLIPTextConfig fields that shape the tower; the defaults are that class's
 /// defaults (a key absent from config.json takes them). SD-Turbo (OpenCLIP ViT-H text tower, 23
 /// of 24 layers): 1024 / 23 layers / 16 heads / 4096 / "gelu" (models.md 3.1).
@@ -51,6 +62,8 @@ struct CLIPTextConfig {
   static CLIPTextConfig from_hf(const nn::HFConfig& cfg);
   /// from_hf(HFConfig::load(path)).
   static CLIPTextConfig load(const std::string& path);
+  /// The encoder's sizes (hidden, intermediate, layers, heads, activation, eps).
+  CLIPEncoderConfig encoder() const;
 };
 
 /// hidden_act by name: "gelu" (exact erf form) or "quick_gelu".
@@ -84,7 +97,7 @@ TORCH_MODULE(CLIPMLP);
 /// Pre-LN layer: h += self_attn(layer_norm1(h)); h += mlp(layer_norm2(h)). (B, L, D) -> (B, L, D).
 class CLIPEncoderLayerImpl : public torch::nn::Module {
  public:
-  CLIPEncoderLayerImpl(const CLIPTextConfig& cfg, const at::TensorOptions& options);
+  CLIPEncoderLayerImpl(const CLIPEncoderConfig& cfg, const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x, bool causal);
 
  private:
@@ -97,7 +110,7 @@ TORCH_MODULE(CLIPEncoderLayer);
 /// `layers.{i}`: num_hidden_layers CLIPEncoderLayers applied in order. (B, L, D) -> (B, L, D).
 class CLIPEncoderImpl : public torch::nn::Module {
  public:
-  CLIPEncoderImpl(const CLIPTextConfig& cfg, const at::TensorOptions& options);
+  CLIPEncoderImpl(const CLIPEncoderConfig& cfg, const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x, bool causal);
 
  private:

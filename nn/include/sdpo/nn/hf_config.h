@@ -14,6 +14,7 @@
 #include <boost/json/value.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,13 @@ class HFConfig {
  public:
   /// Parses `path` (FileError if missing, ManifestError on bad JSON or a non-object).
   static HFConfig load(const std::string& path);
-  HFConfig(boost::json::object object, std::string file);
+  /// `prefix` is put before every key in error messages ("vision_config." for a nested object).
+  HFConfig(boost::json::object object, std::string file, std::string prefix = "");
+
+  /// The nested object under `key` (a CLIPModel's "vision_config") as a config whose errors name
+  /// "<key>.<inner key>"; nullopt when absent or null; anything but an object: ManifestError.
+  std::optional<HFConfig> child(const std::string& key) const;
+  const boost::json::object& object() const { return object_; }
 
   bool has(const std::string& key) const;  ///< present and not null
   std::int64_t integer(const std::string& key, std::int64_t fallback) const;
@@ -38,7 +45,7 @@ class HFConfig {
   std::vector<std::int64_t> integer_or_list(const std::string& key, std::int64_t count,
                                             const std::vector<std::int64_t>& fallback) const;
 
-  /// Throws ManifestError naming the file and `key`.
+  /// Throws ManifestError naming the file and `key` (after the prefix).
   [[noreturn]] void fail(const std::string& key, const std::string& message) const;
   const std::string& file() const { return file_; }
 
@@ -46,11 +53,13 @@ class HFConfig {
   const boost::json::value* find(const std::string& key) const;
   boost::json::object object_;
   std::string file_;
+  std::string prefix_;
 };
 
 /// The weights file of one component folder: `<dir>/<stem>[.<variant>].safetensors`, e.g.
 /// stem "diffusion_pytorch_model" (diffusers) or "model" (transformers), variant "fp16" or "".
-/// A folder that only has a `.bin` pickle is refused with a message telling how to convert it.
+/// A folder that only has a `.bin` pickle (`<stem>.bin`, or transformers' `pytorch_<stem>.bin`) is
+/// refused with a message telling how to convert it.
 std::string find_weights_file(const std::string& dir, const std::string& stem, const std::string& variant);
 
 }  // namespace sdpo::nn
