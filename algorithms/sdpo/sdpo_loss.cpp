@@ -4,6 +4,15 @@
 
 namespace sdpo {
 
+at::Tensor sdpo_step_weights(std::int64_t num_steps, double lambda, StepWeighting weighting) {
+  TORCH_CHECK(num_steps >= 1, "sdpo_step_weights: num_steps must be >= 1, got ", num_steps);
+  auto k = at::arange(num_steps, at::TensorOptions().dtype(at::kDouble));
+  // 9.4: the exponent runs forward (λ^k, 7.3) or backward (λ^(T−1−k)); it only ever scales the
+  // log-ratio terms of the loss (7.4), never ΔÂ.
+  auto exponent = weighting == StepWeighting::kForward ? k : static_cast<double>(num_steps - 1) - k;
+  return at::pow(lambda, exponent);
+}
+
 SDPOLossOutput sdpo_loss(const SDPOLossInput& in) {
   SDPOLossOutput out;
   const double c = in.adv_clip_max;

@@ -6,8 +6,17 @@
 // weight = λ^k (or the variant's weight), eta = η (log-ratio scale), clip_range = ε.
 
 #include <ATen/core/Tensor.h>
+#include <cstdint>
 
 namespace sdpo {
+
+/// Which end of the trajectory the stepwise importance weights favour (research/algorithms.md
+/// 7.3, 9.4): kForward w_k = λ^k (the default; the first, noisiest step weighs 1), kReverse
+/// w_k = λ^(T−1−k) (the reference code's commented-out line; the last step weighs 1).
+enum class StepWeighting { kForward, kReverse };
+
+/// The weights w_k of every step k = 0..T−1 as a (T,) float64 tensor (before the division by η).
+at::Tensor sdpo_step_weights(std::int64_t num_steps, double lambda, StepWeighting weighting);
 
 struct SDPOLossInput {
   at::Tensor log_prob_a, log_prob_b;          ///< (B,) differentiable
