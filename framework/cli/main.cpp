@@ -1,4 +1,4 @@
-// The `sdpo` command line: plugins, train, sample, pretrain.
+// The `sdpo` command line: plugins, train, sample, pretrain, analyze.
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <filesystem>
@@ -9,6 +9,7 @@
 
 #include "sdpo/checkpoint.h"
 #include "sdpo/components.h"
+#include "sdpo/dense_reward_analysis_driver.h"
 #include "sdpo/error.h"
 #include "sdpo/evaluation.h"
 #include "sdpo/image_io.h"
@@ -36,6 +37,11 @@ commands:
         (its run's manifest.json is used unless --manifest is given) or the base model
   pretrain MANIFEST [--set json.path=value ...]
         train the toy base model, text encoder and learned rewards (experiments/toy/pretrain.json)
+  analyze dense-rewards MANIFEST [--output DIR] [--set json.path=value ...] [--trajectories N]
+        the paper's Table 3: sample N trajectories (default: one training epoch's worth), score
+        every step's predicted x0 (the target) and compare every registered dense_reward
+        predictor with it (cosine, L1, L2 after per-trajectory z-scoring); prints the table and
+        writes DIR/dense_reward_analysis.csv and .h5 (DIR default <output.dir>/<name>)
   plugins [--plugin-path PATH ...]
         list every registered component (kind, name, file) and its options with defaults
   --help
@@ -167,6 +173,22 @@ int cmd_pretrain(const std::vector<std::string>& args) {
   return 0;
 }
 
+int cmd_analyze(const std::vector<std::string>& args) {
+  if (args.empty() || args.front() != "dense-rewards") {
+    throw sdpo::Error("analyze: expected an analysis name; known: dense-rewards (see sdpo --help)");
+  }
+  po::options_description d("analyze dense-rewards");
+  sdpo::DenseRewardAnalysisOptions o;
+  d.add_options()("output", po::value(&o.output_dir), "folder for the CSV and HDF5 files")(
+      "trajectories", po::value(&o.trajectories), "trajectories to sample (0: one training epoch's worth)");
+  auto manifest = manifest_command(std::vector<std::string>(args.begin() + 1, args.end()), d);
+  auto a = sdpo::analyze_dense_rewards(manifest, o);
+  std::cout << sdpo::format_dense_reward_analysis(a) << "\n";
+  std::cout << "table:  " << a.csv_path << "\n";
+  std::cout << "hdf5:   " << a.h5_path << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -181,6 +203,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") return cmd_train(args);
     if (cmd == "sample") return cmd_sample(args);
     if (cmd == "pretrain") return cmd_pretrain(args);
+    if (cmd == "analyze") return cmd_analyze(args);
     std::cerr << "sdpo: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const po::error& e) {

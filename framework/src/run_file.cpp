@@ -76,6 +76,15 @@ herr_t collect_link_name(hid_t, const char* name, const H5L_info_t*, void* out) 
   }
 }
 
+herr_t collect_attribute_name(hid_t, const char* name, const H5A_info_t*, void* out) {
+  try {
+    static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+    return 0;
+  } catch (...) {
+    return -1;  // stops the iteration; H5Aiterate2 then fails and is reported
+  }
+}
+
 // One path component: what HDF5 accepts as a link name and what h5py users can type.
 bool valid_name(const std::string& s) {
   return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
@@ -324,6 +333,51 @@ struct RunFile::Impl {
     }
   }
 
+  // A plain (unchunked) 1-D dataset of `n` values: the columns of a TableFile.
+  void write_column(const Handle& group, const std::string& name, hid_t file_type, hid_t mem_type,
+                    const void* data, hsize_t n, const std::string& object) const {
+    Handle space = check(H5Screate_simple(1, &n, nullptr), H5Sclose, object, "H5Screate_simple");
+    Handle dataset = check(
+        H5Dcreate2(group.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+        H5Dclose, object, "H5Dcreate2");
+    if (n > 0) {
+      check(H5Dwrite(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), object, "H5Dwrite");
+    }
+  }
+
+  // Class of a dataset's or attribute's element type.
+  H5T_class_t type_class(hid_t type, const std::string& object) const {
+    const H5T_class_t cls = H5Tget_class(type);
+    if (cls == H5T_NO_CLASS) fail(object, "H5Tget_class");
+    return cls;
+  }
+
+  // Reads a whole 1-D dataset of `n` elements as strings (variable- or fixed-length).
+  std::vector<std::string> read_strings(const Handle& dataset, hid_t file_type, hsize_t n,
+                                        const std::string& object) const {
+    std::vector<std::string> out;
+    if (n == 0) return out;
+    if (check(H5Tis_variable_str(file_type), object, "H5Tis_variable_str")) {
+      Handle mem = utf8_string_type(object);
+      std::vector<char*> ptrs(n, nullptr);
+      check(H5Dread(dataset.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), object, "H5Dread");
+      for (char* p : ptrs) {
+        out.emplace_back(p ? p : "");
+        if (p) H5free_memory(p);
+      }
+      return out;
+    }
+    const std::size_t size = H5Tget_size(file_type);
+    if (size == 0) fail(object, "H5Tget_size");
+    std::string buf(size * n, '\0');
+    check(H5Dread(dataset.get(), file_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), object, "H5Dread");
+    for (hsize_t i = 0; i < n; ++i) {
+      const std::string item = buf.substr(i * size, size);
+      out.push_back(item.substr(0, std::strlen(item.c_str())));
+    }
+    return out;
+  }
+
   std::string curves_path(const std::string& group) const {
     // group: "train" or "eval/steps_<n>"; any relative path of valid names is accepted.
     std::size_t start = 0;
@@ -487,6 +541,103 @@ std::vector<double> RunFile::read_curve(const std::string& group, const std::str
 std::string RunFile::attribute(const std::string& name) const {
   quiet_hdf5_errors();
   return impl_->read_root_attribute(name);
+}
+
+void RunFile::write_table(const std::string& path, const TableFile& table) {
+  quiet_hdf5_errors();
+  namespace fs = std::filesystem;
+  if (fs::path(path).has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(fs::path(path).parent_path(), ec);
+    if (ec) throw FileError(path, "cannot create parent folder: " + ec.message());
+  }
+  Impl m(path);
+  // Every column name once, every column as long as the first.
+  std::set<std::string> names;
+  std::int64_t rows = -1;
+  auto add_column = [&](const std::string& name, std::size_t size) {
+    if (!valid_name(name)) m.fail_with("invalid column name \"" + name + "\"");
+    if (!names.insert(name).second) m.fail_with("column \"" + name + "\" given twice");
+    if (rows >= 0 && static_cast<std::int64_t>(size) != rows) {
+      m.fail_with("column \"" + name + "\" has " + std::to_string(size) + " rows, expected " + std::to_string(rows));
+    }
+    rows = static_cast<std::int64_t>(size);
+  };
+  for (const auto& [name, values] : table.string_columns) add_column(name, values.size());
+  for (const auto& [name, values] : table.number_columns) add_column(name, values.size());
+  for (const auto& [name, values] : table.integer_columns) add_column(name, values.size());
+
+  Handle fapl = m.access_plist();
+  m.file = m.check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path, "H5Fcreate");
+  Handle str = m.utf8_string_type("root attributes");
+  for (const auto& [name, value] : table.string_attributes) {
+    const char* p = value.c_str();
+    m.write_root_attribute(name, str.get(), str.get(), &p);
+  }
+  for (const auto& [name, value] : table.integer_attributes) {
+    m.write_root_attribute(name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+  }
+  for (const auto& [name, values] : table.string_columns) m.write_strings(m.file, name, values, "/" + name);
+  for (const auto& [name, values] : table.number_columns) {
+    m.write_column(m.file, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, values.data(), values.size(), "/" + name);
+  }
+  for (const auto& [name, values] : table.integer_columns) {
+    m.write_column(m.file, name, H5T_STD_I64LE, H5T_NATIVE_INT64, values.data(), values.size(), "/" + name);
+  }
+  m.check(H5Fflush(m.file.get(), H5F_SCOPE_GLOBAL), path, "H5Fflush");
+}
+
+TableFile RunFile::read_table(const std::string& path) {
+  quiet_hdf5_errors();
+  if (!std::filesystem::exists(path)) throw FileError(path, "table file does not exist");
+  Impl m(path);
+  Handle fapl = m.access_plist();
+  m.file = m.check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose, path, "H5Fopen");
+  TableFile t;
+  std::vector<std::string> attributes;
+  hsize_t idx = 0;
+  m.check(H5Aiterate2(m.file.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attribute_name, &attributes), "/",
+          "H5Aiterate2");
+  for (const auto& name : attributes) {
+    const std::string object = "attribute \"" + name + "\" of /";
+    Handle attr = m.check(H5Aopen(m.file.get(), name.c_str(), H5P_DEFAULT), H5Aclose, object, "H5Aopen");
+    Handle type = m.check(H5Aget_type(attr.get()), H5Tclose, object, "H5Aget_type");
+    if (m.type_class(type.get(), object) == H5T_INTEGER) {
+      t.integer_attributes[name] = std::stoll(m.read_root_attribute(name));
+    } else {
+      t.string_attributes[name] = m.read_root_attribute(name);  // fails on anything but a string
+    }
+  }
+  for (const auto& name : m.dataset_names(m.file, "/")) {
+    const std::string object = "/" + name;
+    Handle d = m.open_dataset(m.file, name, object);
+    const hsize_t n = m.curve_length(d, object);  // 1-D check
+    Handle type = m.check(H5Dget_type(d.get()), H5Tclose, object, "H5Dget_type");
+    switch (m.type_class(type.get(), object)) {
+      case H5T_STRING:
+        t.string_columns[name] = m.read_strings(d, type.get(), n, object);
+        break;
+      case H5T_FLOAT: {
+        auto& v = t.number_columns[name];
+        v.resize(n);
+        if (n > 0) {
+          m.check(H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), object, "H5Dread");
+        }
+        break;
+      }
+      case H5T_INTEGER: {
+        auto& v = t.integer_columns[name];
+        v.resize(n);
+        if (n > 0) {
+          m.check(H5Dread(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), object, "H5Dread");
+        }
+        break;
+      }
+      default:
+        m.fail_with(object + " is neither a string, a float nor an integer column");
+    }
+  }
+  return t;
 }
 
 void RunFile::flush() {

@@ -36,7 +36,8 @@ Result run(const std::string& args) {
 TEST(Cli, HelpListsCommands) {
   auto r = run("--help");
   EXPECT_EQ(r.status, 0);
-  for (const char* c : {"train MANIFEST", "sample --checkpoint", "pretrain MANIFEST", "plugins"}) {
+  for (const char* c : {"train MANIFEST", "sample --checkpoint", "pretrain MANIFEST", "plugins",
+                        "analyze dense-rewards MANIFEST"}) {
     EXPECT_NE(r.output.find(c), std::string::npos) << c;
   }
 }
@@ -94,6 +95,29 @@ TEST(Cli, TrainWritesToOutputAndSampleReadsTheCheckpoint) {
   r = run("sample --checkpoint " + dir + "/run/checkpoints/epoch_9 --prompt x --out " + dir + "/g.png");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("checkpoint folder not found"), std::string::npos) << r.output;
+}
+
+TEST(Cli, AnalyzeDenseRewardsPrintsAndWritesTheTable) {
+  auto dir = sdpo::test::temp_dir("cli_analyze");
+  auto manifest = dir + "/micro.json";
+  {
+    std::ofstream f(manifest);
+    f << sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"("per_step_prompt")", R"("sdpo")");
+  }
+  auto r = run("analyze dense-rewards " + manifest + " --output " + dir + "/out --trajectories 3 --set sample.steps=5");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("3 trajectories of T = 5 steps"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("similarity_3_adaptive"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(dir + "/out/dense_reward_analysis.csv"), std::string::npos) << r.output;
+  EXPECT_NE(read_file(dir + "/out/dense_reward_analysis.csv").find("\nsimilarity_3_adaptive,3,"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/out/dense_reward_analysis.h5"));
+
+  r = run("analyze frobnicate " + manifest);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("known: dense-rewards"), std::string::npos) << r.output;
+  r = run("analyze dense-rewards " + manifest + " --trajectories -1");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("--trajectories must be >= 0"), std::string::npos) << r.output;
 }
 
 }  // namespace

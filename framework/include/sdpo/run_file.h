@@ -26,6 +26,17 @@ namespace sdpo {
 
 inline constexpr std::int64_t kRunFileSchemaVersion = 1;
 
+/// A small table in an HDF5 file of its own (e.g. `sdpo analyze dense-rewards`): root attributes
+/// and one 1-D dataset per column, every column as long as the others. Not a run file (no
+/// schema_version, no curves).
+struct TableFile {
+  std::map<std::string, std::string> string_attributes;
+  std::map<std::string, std::int64_t> integer_attributes;
+  std::map<std::string, std::vector<std::string>> string_columns;    ///< variable-length UTF-8
+  std::map<std::string, std::vector<double>> number_columns;         ///< float64
+  std::map<std::string, std::vector<std::int64_t>> integer_columns;  ///< int64
+};
+
 class RunFile {
  public:
   /// Creates (truncating) `path`, its parent folders, and writes the root attributes (strings)
@@ -61,6 +72,13 @@ class RunFile {
 
   void flush();
   const std::string& path() const { return path_; }
+
+  /// Writes `table` to `path` (truncating; parent folders created). Column names must be valid
+  /// HDF5 link names, unique across the three column maps, and the columns of equal length.
+  static void write_table(const std::string& path, const TableFile& table);
+  /// Reads a file written by write_table (attributes by class: integer or string; datasets by
+  /// class: string, float or integer). Throws FileError on anything else.
+  static TableFile read_table(const std::string& path);
 
  private:
   RunFile();
