@@ -45,13 +45,23 @@ at::Tensor generate_images(
   return at::cat(images, 0);
 }
 
-EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device) {
-  TORCH_CHECK(c.reward, "evaluation needs a reward");
+std::vector<std::string> evaluation_prompts(const Manifest& m, const Components& c) {
   const auto& e = m.eval;
   std::vector<std::string> set = e.prompt_set == "train"    ? c.prompts->train_prompts()
                                  : e.prompt_set == "unseen" ? c.prompts->unseen_prompts()
                                                             : c.prompts->eval_prompts();
+  if (set.empty()) {
+    throw ManifestError(m.file, "eval.prompt_set",
+                        "prompt source '" + m.prompts.name + "' has no \"" + e.prompt_set + "\" prompts");
+  }
   if (e.max_prompts > 0 && static_cast<std::int64_t>(set.size()) > e.max_prompts) set.resize(static_cast<size_t>(e.max_prompts));
+  return set;
+}
+
+EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device) {
+  TORCH_CHECK(c.reward, "evaluation needs a reward");
+  const auto& e = m.eval;
+  const std::vector<std::string> set = evaluation_prompts(m, c);
   std::vector<std::string> prompts;
   std::vector<std::int64_t> seeds;
   for (std::int64_t s = 0; s < e.seeds; ++s) {

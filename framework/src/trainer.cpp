@@ -270,6 +270,7 @@ Trainer::Trainer(Manifest manifest, TrainerOptions options) : impl_(std::make_un
   s.device = c10::Device(s.m.device);
   s.dir = s.opts.output_dir.empty() ? (fs::path(s.m.output.dir) / s.m.name).string() : s.opts.output_dir;
   s.c = build_components(s.m, ComponentSet::kTraining);
+  if (s.m.eval.every > 0) evaluation_prompts(s.m, s.c);  // an empty set fails here, not after an epoch
   s.optimizer = std::make_unique<Optimizer>(s.c.model->trainable_parameters(), s.m.train.optimizer);
   if (s.c.algorithm->spec().needs_reference_model) {
     s.reference = make_reference_model(s.c.model, s.m.model, s.device);

@@ -32,6 +32,10 @@ at::Tensor generate_images(
     Components& c, const std::vector<std::string>& prompts, const std::vector<std::int64_t>& seeds,
     std::int64_t steps, c10::Device device);
 
+/// The evaluation prompts: eval.prompt_set of the prompt source, cut to eval.max_prompts. An empty
+/// set throws a ManifestError at eval.prompt_set (the trainer checks it before the first epoch).
+std::vector<std::string> evaluation_prompts(const Manifest& m, const Components& c);
+
 /// Evaluates at every m.eval.steps on the manifest's evaluation prompts x m.eval.seeds seeds.
 EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device);
 
