@@ -31,9 +31,10 @@ nn::HFConfig config(const std::string& json, const fs::path& file) {
   return nn::HFConfig::load(file.string());
 }
 
-// Random weights scaled so that activations stay O(1) through the tiny networks.
-void save_random(torch::nn::Module& m, const fs::path& file, unsigned seed) {
-  ScopedSeed scoped(seed);
+// Random weights scaled so that activations stay O(1) through the tiny networks. The caller builds
+// the module under the same ScopedSeed, so the file depends on `seed` only, not on whatever drew
+// from the global generator before.
+void save_random(torch::nn::Module& m, const fs::path& file) {
   {
     at::NoGradGuard no_grad;
     for (auto& p : m.parameters()) p.add_(at::randn_like(p) * 0.05);
@@ -60,16 +61,18 @@ std::string write_tiny_sd_pipeline(unsigned seed) {
       "cross_attention_dim": 16, "sample_size": 8, "norm_num_groups": 8, "use_linear_projection": true,
       "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]
     })", root / "unet" / "config.json"));
+    ScopedSeed scoped(seed);
     sd_unet::SDUNet unet(cfg, f32);
-    save_random(*unet, root / "unet" / "diffusion_pytorch_model.safetensors", seed);
+    save_random(*unet, root / "unet" / "diffusion_pytorch_model.safetensors");
   }
   {
     auto cfg = clip_text::CLIPTextConfig::from_hf(config(R"({
       "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
       "max_position_embeddings": 77, "vocab_size": 514, "hidden_act": "gelu"
     })", root / "text_encoder" / "config.json"));
+    ScopedSeed scoped(seed + 1);
     clip_text::CLIPTextModel text(cfg, f32);
-    save_random(*text, root / "text_encoder" / "model.safetensors", seed + 1);
+    save_random(*text, root / "text_encoder" / "model.safetensors");
   }
   {
     // Byte-level vocabulary without merges: every character is one token.
@@ -90,8 +93,9 @@ std::string write_tiny_sd_pipeline(unsigned seed) {
       "block_out_channels": [8, 16], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4,
       "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"], "scaling_factor": 0.18215
     })", root / "vae" / "config.json"));
+    ScopedSeed scoped(seed + 2);
     sd_vae::SDVAEDecoder vae(cfg, f32);
-    save_random(*vae, root / "vae" / "diffusion_pytorch_model.safetensors", seed + 2);
+    save_random(*vae, root / "vae" / "diffusion_pytorch_model.safetensors");
   }
   return root.string();
 }
