@@ -11,6 +11,7 @@ packages=(
   libhdf5-dev libturbojpeg0-dev libpng-dev
   libgtest-dev libbenchmark-dev
   python3-h5py python3-matplotlib
+  python3-numpy  # rewards/reward_server/example_server.py and its tests (/usr/bin/python3)
 )
 
 missing=()
