@@ -1,4 +1,4 @@
-// The `sdpo` command line: plugins, train, sample, pretrain, analyze.
+// The `sdpo` command line: plugins, train, experiment, sample, pretrain, analyze, bench.
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <filesystem>
@@ -7,11 +7,13 @@
 
 #include <ATen/ATen.h>
 
+#include "sdpo/bench.h"
 #include "sdpo/checkpoint.h"
 #include "sdpo/components.h"
 #include "sdpo/dense_reward_analysis_driver.h"
 #include "sdpo/error.h"
 #include "sdpo/evaluation.h"
+#include "sdpo/experiment.h"
 #include "sdpo/image_io.h"
 #include "sdpo/model.h"
 #include "sdpo/plugin.h"
@@ -28,9 +30,19 @@ const char* kUsage = R"(sdpo: RL fine-tuning of few-step diffusion models (SDPO,
 usage: sdpo <command> [options]
 
 commands:
-  train MANIFEST [--output DIR] [--set json.path=value ...]
+  train MANIFEST [--output DIR] [--resume] [--set json.path=value ...]
         train with the manifest's algorithm; writes DIR (default <output.dir>/<name>) with
-        run.h5, manifest.json, checkpoints/epoch_<k>/ and samples_epoch_<k>.png
+        run.h5, manifest.json, checkpoints/epoch_<k>/ and samples_epoch_<k>.png. --resume
+        continues DIR from its last checkpoint exactly as if it had never stopped (the manifest
+        may change only train.epochs, output.progress, output.dir, name and description)
+  experiment EXPERIMENT [--dry-run] [--only PATTERN] [--output DIR] [--set json.path=value ...]
+        expand an experiment manifest (a base run manifest x named variants x a grid) and train
+        every run that is not complete, one after the other, each in DIR/<run name> (DIR
+        default: the experiment's output.dir); an interrupted run resumes from its last
+        checkpoint. Writes DIR/index.json (every run, its settings and state). --dry-run lists
+        the runs, their state and estimated cost and runs nothing; --only trains just the runs
+        whose name matches PATTERN (a glob with * ? [..], else a substring); --set applies to
+        every run. Exits 1 when a run failed (the others still run)
   sample --checkpoint DIR|base --prompt TEXT [--prompt TEXT ...] [--steps 1,4,50]
          [--seed N] [--manifest FILE] [--out grid.png]
         sample a grid (rows: prompts, columns: step counts) from a training checkpoint
@@ -42,6 +54,11 @@ commands:
         every step's predicted x0 (the target) and compare every registered dense_reward
         predictor with it (cosine, L1, L2 after per-trajectory z-scoring); prints the table and
         writes DIR/dense_reward_analysis.csv and .h5 (DIR default <output.dir>/<name>)
+  bench MANIFEST [--epochs N] [--output DIR] [--set json.path=value ...]
+        time N training epochs (default 1, after one warm-up epoch; evaluation off) by phase
+        (sampling, decoding, reward, preparation, update) and compare them with a bare libtorch
+        loop doing the same model forwards and backwards on the same inputs; prints the table
+        and the overhead ratios (benchmarks/README.md). DIR default: a temporary folder
   plugins [--plugin-path PATH ...]
         list every registered component (kind, name, file) and its options with defaults
   --help
@@ -111,16 +128,38 @@ sdpo::Manifest manifest_command(const std::vector<std::string>& args, po::option
 
 int cmd_train(const std::vector<std::string>& args) {
   po::options_description d("train");
-  std::string output;
-  d.add_options()("output", po::value(&output), "run folder");
-  auto manifest = manifest_command(args, d);  // fills `output` too
-  sdpo::Trainer trainer(std::move(manifest), {output});
+  sdpo::TrainerOptions options;
+  d.add_options()("output", po::value(&options.output_dir), "run folder")(
+      "resume", po::bool_switch(&options.resume), "continue the run folder from its last checkpoint");
+  auto manifest = manifest_command(args, d);  // fills `options` too
+  sdpo::Trainer trainer(std::move(manifest), options);
   trainer.run();
   fs::path dir = trainer.run_dir();
   std::cout << "run file:     " << (dir / "run.h5").string() << "\n";
   std::cout << "samples:      " << dir.string() << "/samples_epoch_<k>.png (rows: prompts, columns: eval step counts)\n";
   std::cout << "checkpoints:  " << (dir / "checkpoints").string() << "\n";
   return 0;
+}
+
+int cmd_experiment(const std::vector<std::string>& args) {
+  po::options_description d("experiment");
+  std::string file, output;
+  sdpo::ExperimentOptions options;
+  d.add_options()("experiment", po::value(&file)->required(), "experiment manifest")(
+      "dry-run", po::bool_switch(&options.dry_run), "list the runs and their estimated cost; run nothing")(
+      "only", po::value(&options.only), "run only the runs whose name matches (glob or substring)")(
+      "output", po::value(&output), "folder of the run folders and index.json")(
+      "set", po::value<std::vector<std::string>>()->composing(), "json.path=value override for every run");
+  po::positional_options_description pos;
+  pos.add("experiment", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
+  po::notify(vm);
+  std::vector<std::string> sets;
+  if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
+  const auto experiment = sdpo::Experiment::load(file, sets, output);
+  const auto report = sdpo::run_experiment(experiment, options, std::cout);
+  return report.failed > 0 ? 1 : 0;
 }
 
 int cmd_sample(const std::vector<std::string>& args) {
@@ -173,6 +212,16 @@ int cmd_pretrain(const std::vector<std::string>& args) {
   return 0;
 }
 
+int cmd_bench(const std::vector<std::string>& args) {
+  po::options_description d("bench");
+  sdpo::BenchOptions o;
+  d.add_options()("epochs", po::value(&o.epochs), "timed epochs (after one warm-up epoch)")(
+      "output", po::value(&o.output_dir), "run folder (default: a temporary folder, removed)");
+  auto manifest = manifest_command(args, d);
+  std::cout << sdpo::format_bench_report(sdpo::run_bench(manifest, o));
+  return 0;
+}
+
 int cmd_analyze(const std::vector<std::string>& args) {
   if (args.empty() || args.front() != "dense-rewards") {
     throw sdpo::Error("analyze: expected an analysis name; known: dense-rewards (see sdpo --help)");
@@ -201,9 +250,11 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "plugins") return cmd_plugins(args);
     if (cmd == "train") return cmd_train(args);
+    if (cmd == "experiment") return cmd_experiment(args);
     if (cmd == "sample") return cmd_sample(args);
     if (cmd == "pretrain") return cmd_pretrain(args);
     if (cmd == "analyze") return cmd_analyze(args);
+    if (cmd == "bench") return cmd_bench(args);
     std::cerr << "sdpo: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const po::error& e) {

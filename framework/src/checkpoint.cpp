@@ -32,9 +32,18 @@ void checkpoint_save(
                      {"normalizer", normalizer.state()}};
   TensorMap trainer{{"rng_state", generator.get_state()}};
   safetensors_save((tmp / "trainer.safetensors").string(), trainer, {{"state", json::serialize(state)}});
-  fs::remove_all(final_dir, ec);
+  // rename() cannot replace a non-empty folder: an existing checkpoint of this epoch is moved
+  // aside first, so that at every moment one whole copy sits under a name a resume accepts or
+  // ignores (epoch_<k>.old and epoch_<k>.tmp are never resumed from).
+  const fs::path old = final_dir.string() + ".old";
+  fs::remove_all(old, ec);
+  if (fs::exists(final_dir)) {
+    fs::rename(final_dir, old, ec);
+    if (ec) throw FileError(dir, "cannot move the previous checkpoint aside: " + ec.message());
+  }
   fs::rename(tmp, final_dir, ec);
   if (ec) throw FileError(dir, "cannot move the new checkpoint into place: " + ec.message());
+  fs::remove_all(old, ec);
 }
 
 TrainingCounters checkpoint_load(

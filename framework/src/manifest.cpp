@@ -1,5 +1,6 @@
 #include "sdpo/manifest.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <fstream>
 #include <sstream>
@@ -14,7 +15,16 @@ namespace {
 const char* kComponentKinds[] = {"model", "text_encoder", "decoder", "sampler", "prompts", "reward",
                                  "dense_reward", "normalizer", "algorithm"};
 
+bool is_component_kind(const std::string& key) {
+  return std::find(std::begin(kComponentKinds), std::end(kComponentKinds), key) != std::end(kComponentKinds);
+}
+
 // Applies "a.b.c=value": objects on the way are created; value is JSON if it parses, else a string.
+// Two rules for components: "<kind>.x=..." on a component given as a bare name string turns it
+// into {"name": ...} first; and "<kind>.name=..." that changes the component drops the old
+// component's "options" (they belong to it: quickstart's dense_reward anchor_range would be an
+// unknown option of copy_1), so the new one starts from its defaults and later --set
+// "<kind>.options.<key>" values apply to it.
 void apply_override(json::object& root, const std::string& assignment, const std::string& file) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
@@ -30,14 +40,22 @@ void apply_override(json::object& root, const std::string& assignment, const std
   std::stringstream ss(path);
   std::string part, next;
   std::getline(ss, part, '.');
+  const std::string top = part;
+  int depth = 0;
   while (std::getline(ss, next, '.')) {
     json::value& child = (*obj)[part];
     if (child.is_null()) child = json::object();
+    if (depth == 0 && child.is_string() && is_component_kind(part)) child = json::object{{"name", child.as_string()}};
     if (!child.is_object()) {
       throw ManifestError(file, path, "--set: '" + part + "' is not an object");
     }
     obj = &child.as_object();
     part = next;
+    ++depth;
+  }
+  if (depth == 1 && part == "name" && is_component_kind(top)) {
+    const json::value* old = obj->if_contains("name");
+    if (!old || *old != value) obj->erase("options");
   }
   (*obj)[part] = value;
 }
@@ -177,7 +195,17 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
   }
   {
     OptionReader r = section(m.root, "sample", file);
-    m.sample.steps = r.integer("steps", m.sample.steps, 1, 1000, "denoising steps per training trajectory (T)");
+    // sample.steps: an integer T, or a list of them (mixed-step training, e.g. Fig. 7): each
+    // epoch then draws its T from the list (the trainer's generator; see SampleOptions).
+    const json::value* steps = nullptr;
+    if (const auto* sec = m.root.if_contains("sample"); sec && sec->is_object()) steps = sec->as_object().if_contains("steps");
+    if (steps && steps->is_array()) {
+      m.sample.step_choices = r.integers("steps", {}, 1, 1000, "denoising steps per training trajectory (T), or a "
+                                                              "list of them drawn from per epoch");
+      m.sample.steps = *std::max_element(m.sample.step_choices.begin(), m.sample.step_choices.end());
+    } else {
+      m.sample.steps = r.integer("steps", m.sample.steps, 1, 1000, "denoising steps per training trajectory (T)");
+    }
     m.sample.guidance = r.number("guidance", m.sample.guidance, 0.0, 100.0, "classifier-free guidance scale");
     r.finish();
     if (m.sample.guidance <= 0.0) {

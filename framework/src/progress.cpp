@@ -1,6 +1,7 @@
 #include "progress.h"
 
 #include <unistd.h>
+#include <cmath>
 #include <cstdio>
 
 namespace sdpo {
@@ -36,6 +37,26 @@ void Progress::finish(const std::string& summary) {
   } else {
     std::fprintf(stderr, "%s %.1fs  %s\n", label_.c_str(), secs, summary.c_str());
   }
+  std::fflush(stderr);
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const long long s = std::llround(seconds);
+  char buf[32];
+  if (s < 60) {
+    std::snprintf(buf, sizeof buf, "%llds", s);
+  } else if (s < 3600) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+  }
+  return buf;
+}
+
+void print_status(bool enabled, const std::string& text) {
+  if (!enabled) return;
+  std::fprintf(stderr, "%s\n", text.c_str());
   std::fflush(stderr);
 }
 

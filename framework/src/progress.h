@@ -1,5 +1,6 @@
 #pragma once
-// A one-line progress bar on stderr (redrawn with \r on a terminal; one line per phase otherwise).
+// A one-line progress bar on stderr (redrawn with \r on a terminal; one line per phase otherwise),
+// and the plain status lines of `sdpo experiment` ("run 2/6 <name> epoch 3/20, ~1m05s left").
 
 #include <chrono>
 #include <cstdint>
@@ -20,5 +21,11 @@ class Progress {
   std::int64_t total_, done_ = 0;
   std::chrono::steady_clock::time_point start_;
 };
+
+/// A duration for people: "45s", "3m07s", "2h05m"; "?" when negative or not finite.
+std::string format_duration(double seconds);
+
+/// Prints `text` on a line of its own on stderr when `enabled`.
+void print_status(bool enabled, const std::string& text);
 
 }  // namespace sdpo

@@ -427,7 +427,7 @@ RunFile RunFile::create(const std::string& path, const std::map<std::string, std
   return f;
 }
 
-RunFile RunFile::open(const std::string& path) {
+RunFile RunFile::open(const std::string& path, bool writable) {
   quiet_hdf5_errors();
   if (!std::filesystem::exists(path)) throw FileError(path, "run file does not exist");
   RunFile f;
@@ -435,7 +435,8 @@ RunFile RunFile::open(const std::string& path) {
   f.impl_ = std::make_unique<Impl>(path);
   Impl& m = *f.impl_;
   Handle fapl = m.access_plist();
-  m.file = m.check(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get()), H5Fclose, path, "H5Fopen");
+  m.file = m.check(H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), H5Fclose, path,
+                   "H5Fopen");
   const std::string version = m.read_root_attribute("schema_version");
   if (version != std::to_string(kRunFileSchemaVersion)) {
     m.fail_with("schema_version " + version + ", expected " + std::to_string(kRunFileSchemaVersion));
@@ -503,6 +504,63 @@ void RunFile::truncate_rows(const std::string& group, std::int64_t rows) {
   }
 }
 
+std::vector<std::string> RunFile::curve_groups() const {
+  quiet_hdf5_errors();
+  const Impl& m = *impl_;
+  std::vector<std::string> out;
+  if (!m.exists("/curves")) return out;
+  // Depth-first over the groups below /curves; a group with at least one dataset is a curve group.
+  std::vector<std::string> todo{""};
+  while (!todo.empty()) {
+    const std::string rel = todo.back();
+    todo.pop_back();
+    const std::string gpath = rel.empty() ? "/curves" : "/curves/" + rel;
+    Handle g = m.open_group(gpath, false);
+    std::vector<std::string> links;
+    hsize_t idx = 0;
+    m.check(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_link_name, &links), gpath, "H5Literate");
+    bool has_dataset = false;
+    for (const auto& name : links) {
+      H5O_info_t info;
+      m.check(H5Oget_info_by_name2(g.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT), gpath + "/" + name,
+              "H5Oget_info_by_name2");
+      if (info.type == H5O_TYPE_GROUP) todo.push_back(rel.empty() ? name : rel + "/" + name);
+      if (info.type == H5O_TYPE_DATASET) has_dataset = true;
+    }
+    if (has_dataset && !rel.empty()) out.push_back(rel);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> RunFile::metrics(const std::string& group) const {
+  quiet_hdf5_errors();
+  const Impl& m = *impl_;
+  const std::string gpath = m.curves_path(group);
+  if (!m.exists(gpath)) return {};
+  return m.dataset_names(m.open_group(gpath, false), gpath);
+}
+
+void RunFile::remove_trajectories_after(std::int64_t epoch) {
+  quiet_hdf5_errors();
+  Impl& m = *impl_;
+  if (!m.exists("/trajectories")) return;
+  Handle g = m.open_group("/trajectories", false);
+  std::vector<std::string> links;
+  hsize_t idx = 0;
+  m.check(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_link_name, &links), "/trajectories",
+          "H5Literate");
+  const std::string prefix = "epoch_";
+  for (const auto& name : links) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (std::stoll(digits) <= epoch) continue;
+    const std::string object = "/trajectories/" + name;
+    m.check(H5Ldelete(m.file.get(), object.c_str(), H5P_DEFAULT), object, "H5Ldelete");
+  }
+}
+
 void RunFile::write_trajectories(std::int64_t epoch, const std::map<std::string, at::Tensor>& arrays,
                                  const std::vector<std::string>& prompts) {
   quiet_hdf5_errors();
@@ -541,6 +599,15 @@ std::vector<double> RunFile::read_curve(const std::string& group, const std::str
 std::string RunFile::attribute(const std::string& name) const {
   quiet_hdf5_errors();
   return impl_->read_root_attribute(name);
+}
+
+void RunFile::set_attribute(const std::string& name, const std::string& value) {
+  quiet_hdf5_errors();
+  Impl& m = *impl_;
+  if (name == "schema_version") m.fail_with("attribute \"schema_version\" is reserved");
+  Handle str = m.utf8_string_type("attribute \"" + name + "\" of /");
+  const char* p = value.c_str();
+  m.write_root_attribute(name, str.get(), str.get(), &p);
 }
 
 void RunFile::write_table(const std::string& path, const TableFile& table) {

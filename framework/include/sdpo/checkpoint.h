@@ -5,6 +5,10 @@
 //   <dir>/optimizer.safetensors      Optimizer::state_dict()
 //   <dir>/trainer.safetensors        RNG state; metadata "state" = counters + normalizer (JSON)
 // Written to <dir>.tmp and renamed, so an interrupted save never replaces a good checkpoint.
+// The trainer's generator is the only random source of training (prompts, initial and step
+// noise, query plans, the algorithms' shuffles; evaluation seeds its own), so its state with the
+// weights, optimizer, normalizer and counters is everything an exact resume needs
+// (TrainerOptions::resume).
 
 #include <ATen/core/Generator.h>
 #include <cstdint>

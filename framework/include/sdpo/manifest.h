@@ -28,7 +28,12 @@ struct TrainOptions {
 };
 
 struct SampleOptions {
-  std::int64_t steps = 50;       ///< T: denoising steps of training trajectories
+  std::int64_t steps = 50;       ///< T: denoising steps of training trajectories (the largest of step_choices)
+  /// `sample.steps` given as a list (mixed-step training): each epoch draws its T uniformly from
+  /// it with the trainer's generator, and every batch of that epoch uses it (an epoch's rollout
+  /// buffer holds one trajectory length, so each algorithm's update runs unchanged). Empty when
+  /// `sample.steps` is an integer (no draw).
+  std::vector<std::int64_t> step_choices;
   double guidance = 1.0;         ///< classifier-free guidance scale w (1: none; sdpo/guidance.h)
 };
 

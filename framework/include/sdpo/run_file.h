@@ -42,8 +42,9 @@ class RunFile {
   /// Creates (truncating) `path`, its parent folders, and writes the root attributes (strings)
   /// plus schema_version (int64).
   static RunFile create(const std::string& path, const std::map<std::string, std::string>& attributes);
-  /// Opens an existing run file for appending (resume).
-  static RunFile open(const std::string& path);
+  /// Opens an existing run file for appending (resume), or only for reading when `writable` is
+  /// false (`sdpo experiment` inspecting run folders).
+  static RunFile open(const std::string& path, bool writable = true);
 
   RunFile(RunFile&&) noexcept;
   RunFile& operator=(RunFile&&) noexcept;
@@ -57,6 +58,13 @@ class RunFile {
   std::int64_t rows(const std::string& group) const;
   /// Keeps the first `rows` rows of every dataset in /curves/<group> (resume after a crash).
   void truncate_rows(const std::string& group, std::int64_t rows);
+  /// Every group under /curves that holds curves, as append_row names it ("train",
+  /// "eval/steps_4"), sorted.
+  std::vector<std::string> curve_groups() const;
+  /// Names of the curves in /curves/<group>, sorted (empty if the group is absent).
+  std::vector<std::string> metrics(const std::string& group) const;
+  /// Deletes /trajectories/epoch_<k> for every k > `epoch` (resume: epochs to be re-run).
+  void remove_trajectories_after(std::int64_t epoch);
 
   /// Writes /trajectories/epoch_<epoch>/<name> for each array (float or int64 tensors of any
   /// rank; chunked, gzip level 4) and a variable-length string dataset "prompts".
@@ -69,6 +77,8 @@ class RunFile {
   std::vector<double> read_curve(const std::string& group, const std::string& metric) const;
   /// Reads a root string attribute.
   std::string attribute(const std::string& name) const;
+  /// Writes (or replaces) a root string attribute; "schema_version" is reserved.
+  void set_attribute(const std::string& name, const std::string& value);
 
   void flush();
   const std::string& path() const { return path_; }

@@ -53,6 +53,12 @@ class SDPO_API Sampler {
 
   /// Standard deviation of the initial noise x_T (1 for DDIM).
   virtual double init_noise_sigma() const { return 1.0; }
+
+  /// The image a trajectory ends in, for rewards on final images (DDPO, REBEL, D3PO): the last
+  /// sample (false: DDIM, whose last step lands on the clean sample) or the last step's predicted
+  /// x0 (true: LCM under RLCM's policy, which adds noise on the last step too; RLCM scores the
+  /// denoised image, research/algorithms.md 5.1).
+  virtual bool final_image_is_pred_x0() const { return false; }
 };
 
 }  // namespace sdpo
