@@ -1,0 +1,9 @@
+#pragma once
+// Benchmarks that are registered at run time, after the plugins are loaded.
+
+namespace sdpo::bench {
+
+/// One benchmark per registered dense_reward predictor and trajectory length (T = 8 and 50).
+void register_dense_reward_benchmarks();
+
+}  // namespace sdpo::bench
