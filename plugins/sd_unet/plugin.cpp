@@ -14,6 +14,7 @@
 
 #include "sdpo/error.h"
 #include "sdpo/json.h"
+#include "sdpo/lcm.h"
 #include "sdpo/model.h"
 #include "sdpo/module_state.h"
 #include "sdpo/nn/hf_config.h"
@@ -42,6 +43,7 @@ struct SDUNetOptions {
   std::string lora_weights;
   std::int64_t seed = 0;
   std::string prediction_type = "auto";
+  double guidance_embedding_w = -1.0;  // < 0: no timestep_cond
 };
 
 std::string join(const std::vector<std::string>& items, const std::string& sep) {
@@ -77,6 +79,11 @@ SDUNetOptions read_options(OptionReader& r) {
                                "what the UNet predicts; auto: prediction_type of <path>/scheduler/scheduler_config.json "
                                "if present, else epsilon",
                                {"auto", "epsilon", "v_prediction"});
+  o.guidance_embedding_w = r.number(
+      "guidance_embedding_w", o.guidance_embedding_w, -1.0, 1e4,
+      "LCM guidance w = guidance_scale - 1 (e.g. 7 for guidance 8, as RLCM): every forward passes the UNet the "
+      "w embedding of research/models.md 8.3 as timestep_cond; needs time_cond_proj_dim in the UNet config. "
+      "Negative: no timestep_cond");
   if (o.lora_rank > 0 && o.lora_targets.empty()) r.fail("lora_targets", "names no layer (needed when lora_rank > 0)");
   if (o.lora_rank == 0 && !o.lora_weights.empty()) {
     r.fail("lora_weights", "needs lora_rank > 0 (with lora_rank 0 every weight trains and there is no adapter)");
@@ -121,6 +128,10 @@ class SDUNetModel final : public Model {
       pipeline = root.parent_path();
     }
     config_ = SDUNetConfig::from_hf(nn::HFConfig::load((unet_dir / "config.json").string()));
+    if (o.guidance_embedding_w >= 0 && config_.time_cond_proj_dim == 0) {
+      fail_option("guidance_embedding_w", "needs a UNet with time_cond_proj_dim in " +
+                                              (unet_dir / "config.json").string() + " (an LCM UNet); this one has none");
+    }
     const std::string weights_file = nn::find_weights_file(unet_dir.string(), "diffusion_pytorch_model", o.variant);
     prediction_type_ = o.prediction_type;
     if (prediction_type_ == "auto") {
@@ -171,7 +182,13 @@ class SDUNetModel final : public Model {
     }
     if (dtype_ == at::kHalf && device_.is_cpu()) refuse_half_on_cpu();
     at::Tensor tb = t.numel() == 1 ? t.reshape({1}).expand({b}) : t.reshape({b});
-    return net_->forward(x_t.to(dtype_), tb, cond.to(dtype_)).to(at::kFloat);
+    // models.md 8.3: an LCM UNet gets its fixed guidance w as a sinusoidal timestep_cond.
+    at::Tensor w_emb;
+    if (options_.guidance_embedding_w >= 0) {
+      w_emb = lcm_guidance_embedding(at::full({b}, options_.guidance_embedding_w, at::kFloat), c.time_cond_proj_dim)
+                  .to(x_t.device());
+    }
+    return net_->forward(x_t.to(dtype_), tb, cond.to(dtype_), w_emb).to(at::kFloat);
   }
 
   std::string prediction_type() const override { return prediction_type_; }

@@ -644,5 +644,41 @@ TEST(SDUNetPlugin, BadInputShapesAreRefused) {
   expect_error_with([&] { model->forward(in.x, at::zeros({3}, at::kLong), in.cond); }, {"timestep"});
 }
 
+// guidance_embedding_w (models.md 8.3): the plugin passes the LCM w embedding as timestep_cond.
+// With w = 0.0005 (w' = 0.5) and time_cond_proj_dim 8 the embedding is, by hand, [sin(0.5 f_i),
+// cos(0.5 f_i)] with f_i = 10000^(-i/3); without the option the UNet gets no timestep_cond.
+TEST(SDUNetPlugin, GuidanceEmbeddingWReachesTheUNetAsTimestepCond) {
+  const SDUNetConfig cfg = parse_config(kTinySD1Config);
+  SDUNet reference = random_unet(cfg, 21);
+  const std::string path = write_pipeline(kTinySD1Config, reference);
+  Inputs in = inputs(2, 12, 22);
+  std::vector<float> emb;
+  for (const char* fn : {"sin", "cos"}) {
+    for (int i = 0; i < 4; ++i) {
+      const double a = 0.5 * std::pow(10000.0, -i / 3.0);
+      emb.push_back(static_cast<float>(std::string(fn) == "sin" ? std::sin(a) : std::cos(a)));
+    }
+  }
+  const at::Tensor hand = at::tensor(emb).view({1, 8}).expand({2, 8});
+  at::NoGradGuard no_grad;
+  const at::Tensor with_hand = reference->forward(in.x, in.t, in.cond, hand);
+  const at::Tensor plain = reference->forward(in.x, in.t, in.cond);
+  test::expect_close(make_model(path, R"("guidance_embedding_w": 0.0005)")->forward(in.x, in.t, in.cond), with_hand,
+                     1e-5, 1e-6, "w = 0.0005");
+  test::expect_close(make_model(path)->forward(in.x, in.t, in.cond), plain, 0.0, 0.0, "no option: no timestep_cond");
+  test::expect_close(make_model(path, R"("guidance_embedding_w": -1)")->forward(in.x, in.t, in.cond), plain, 0.0, 0.0,
+                     "negative w: no timestep_cond");
+  // w = 0 is an embedding too ([0, 0, 0, 0, 1, 1, 1, 1]), not the absence of one.
+  const at::Tensor zero_w = at::tensor(std::vector<float>{0, 0, 0, 0, 1, 1, 1, 1}).view({1, 8}).expand({2, 8});
+  const at::Tensor w0 = make_model(path, R"("guidance_embedding_w": 0)")->forward(in.x, in.t, in.cond);
+  test::expect_close(w0, reference->forward(in.x, in.t, in.cond, zero_w), 1e-5, 1e-6, "w = 0");
+  EXPECT_GT((w0 - plain).abs().max().item<double>(), 1e-4);
+  // A UNet without cond_proj refuses the option, naming it.
+  SDUNet no_cond = random_unet(parse_config(kTinyConfig), 23);
+  const std::string no_cond_path = write_pipeline(kTinyConfig, no_cond);
+  expect_error_with([&] { make_model(no_cond_path, R"("guidance_embedding_w": 7)"); },
+                    {"model.options.guidance_embedding_w", "time_cond_proj_dim"});
+}
+
 }  // namespace
 }  // namespace sdpo::sd_unet
