@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""Figures and tables of an experiment (`sdpo experiment`), from its index.json and run files.
+
+    /usr/bin/python3 experiments/plot.py experiments/toy/fig3_learning_curves.json [--runs DIR] [--out DIR]
+
+Reads the experiment manifest's "plots" list, the experiment's index.json (runs, their settings
+and folders) and each run's run.h5 (schema version 1, DESIGN.md section 6), and writes one PNG per
+"curves" plot and one Markdown file per "table" plot into DIR (default: the experiment's output
+folder). Needs only h5py, numpy and matplotlib (Debian: python3-h5py, python3-matplotlib).
+
+Plot specs (each an object in "plots"):
+
+  {"kind": "curves", "file": "fig3.png", "title": "...",
+   "panels": [{"y": "train/reward_last_mean", "title": "8 steps"}, ...],   one panel per entry
+   "x": "samples" | "wall_seconds" | "device_seconds" | "reward_queries" | "epoch",
+   "group": "variant" | "<a grid key, e.g. dense_reward.name>"}
+      One line per group value: the mean over the group's runs (e.g. seeds) with a band of one
+      standard deviation. "y" is "train/<metric>" or "eval/steps_<n>/<metric>"; evaluation rows
+      are placed at the x of the training epoch they follow (epoch 0: x = 0).
+
+  {"kind": "table", "file": "table1.md", "title": "...",
+   "metric": "reward_mean", "steps": [1, 4, 16, 50], "group": "variant", "base": true}
+      One row per group value: the last evaluation's mean (over the group's runs) at each step
+      count, plus a "base" row from the first evaluation (epoch 0) when "base" is true.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+try:
+    import h5py
+    import numpy as np
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError as e:  # pragma: no cover - reported to the user
+    sys.exit(f"plot.py: {e}; install Debian's python3-h5py and python3-matplotlib "
+             "(scripts/setup.sh does) and run it with /usr/bin/python3")
+
+
+class PlotError(Exception):
+    pass
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise PlotError(f"{path}: cannot read: {e.strerror}")
+    except json.JSONDecodeError as e:
+        raise PlotError(f"{path}: line {e.lineno}: {e.msg}")
+
+
+def group_value(run, key):
+    if key == "variant":
+        return run.get("variant") or run["name"]
+    settings = run.get("settings", {})
+    if key not in settings:
+        raise PlotError(f"group '{key}': run '{run['name']}' has no such setting "
+                        f"(its settings: {', '.join(settings) or 'none'})")
+    value = settings[key]
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class RunCurves:
+    """The curves of one run file."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.f = h5py.File(path, "r")
+        except OSError as e:
+            raise PlotError(f"{path}: cannot open run file: {e}")
+
+    def curve(self, name):
+        full = "curves/" + name
+        if full not in self.f:
+            raise PlotError(f"{self.path}: no curve '{name}'")
+        return np.asarray(self.f[full][:], dtype=float)
+
+    def xy(self, y, x):
+        section, metric = y.rsplit("/", 1)
+        values = self.curve(y)
+        if section == "train":
+            return self.curve("train/" + x), values
+        # Evaluation rows sit at the training counter of the epoch they follow.
+        epochs = self.curve(section + "/epoch").astype(int)
+        if x == "epoch":
+            return epochs.astype(float), values
+        train_epochs = self.curve("train/epoch").astype(int)
+        train_x = dict(zip(train_epochs, self.curve("train/" + x)))
+        xs = np.array([0.0 if e == 0 else train_x.get(e, math.nan) for e in epochs])
+        return xs, values
+
+
+def mean_band(series):
+    """Mean and std over runs, on the x of the shortest run (runs of one group share x)."""
+    n = min(len(xs) for xs, _ in series)
+    if n == 0:
+        raise PlotError("a run has no rows for this curve")
+    xs = series[0][0][:n]
+    ys = np.stack([ys[:n] for _, ys in series])
+    return xs, ys.mean(axis=0), ys.std(axis=0)
+
+
+def plot_curves(spec, groups, out_dir):
+    panels = spec.get("panels") or [{"y": spec["y"]}]
+    x = spec.get("x", "samples")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for label, runs in groups.items():
+            xs, mean, std = mean_band([r.xy(panel["y"], x) for r in runs])
+            line, = ax.plot(xs, mean, label=label, linewidth=1.6)
+            if len(runs) > 1:
+                ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(panel.get("title", panel["y"]), fontsize=10)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel(panel.get("ylabel", panel["y"].rsplit("/", 1)[1].replace("_", " ")))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if "title" in spec:
+        fig.suptitle(spec["title"], fontsize=11)
+    fig.tight_layout()
+    path = os.path.join(out_dir, spec["file"])
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_table(spec, groups, out_dir):
+    metric = spec.get("metric", "reward_mean")
+    steps = spec.get("steps", [1, 4, 16, 50])
+    header = "| | " + " | ".join(f"{n} step" + ("s" if n != 1 else "") for n in steps) + " |"
+    lines = [f"### {spec['title']}", ""] if "title" in spec else []
+    lines += [header, "|---" * (len(steps) + 1) + "|"]
+
+    def row(label, pick):
+        cells = []
+        for n in steps:
+            values = [pick(r.curve(f"eval/steps_{n}/{metric}")) for r in runs_of(label)]
+            cells.append(f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    def runs_of(label):
+        return all_runs if label == "base" else groups[label]
+
+    all_runs = [r for runs in groups.values() for r in runs]
+    if spec.get("base", False):
+        row("base", lambda c: c[0])
+    for label in groups:
+        row(label, lambda c: c[-1])
+    path = os.path.join(out_dir, spec["file"])
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("experiment", help="experiment manifest (JSON) with a 'plots' list")
+    p.add_argument("--runs", help="the experiment's output folder (default: its output.dir or runs/<name>)")
+    p.add_argument("--out", help="where to write the figures (default: the runs folder)")
+    args = p.parse_args(argv)
+    try:
+        manifest = load_json(args.experiment)
+        plots = manifest.get("plots")
+        if not plots:
+            raise PlotError(f"{args.experiment}: no 'plots' list")
+        name = manifest.get("name") or os.path.splitext(os.path.basename(args.experiment))[0]
+        runs_dir = args.runs or manifest.get("output", {}).get("dir") or os.path.join("runs", name)
+        out_dir = args.out or runs_dir
+        os.makedirs(out_dir, exist_ok=True)
+        index = load_json(os.path.join(runs_dir, "index.json"))
+        records = index["runs"] if isinstance(index, dict) else index
+        complete = [r for r in records if r.get("state") == "complete"]
+        if not complete:
+            raise PlotError(f"{runs_dir}/index.json: no complete run to plot")
+        for i, spec in enumerate(plots):
+            if "file" not in spec or spec.get("kind") not in ("curves", "table"):
+                raise PlotError(f"{args.experiment}: plots[{i}]: needs 'kind' (curves or table) and 'file'")
+            groups = {}
+            for r in complete:
+                run_file = os.path.join(runs_dir, r.get("folder", r["name"]), "run.h5")
+                groups.setdefault(group_value(r, spec.get("group", "variant")), []).append(RunCurves(run_file))
+            path = (plot_curves if spec["kind"] == "curves" else plot_table)(spec, groups, out_dir)
+            print(f"wrote {path}")
+    except PlotError as e:
+        sys.exit(f"plot.py: {e}")
+
+
+if __name__ == "__main__":
+    main()
