@@ -2,6 +2,7 @@
 // ViT-H text tower, research/models.md 3) as an sdpo::TextEncoder. Conditioning = the full
 // last_hidden_state (B, 77, D), padding positions included, as SD 2.x uses it (models.md 3.2).
 
+#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
@@ -39,7 +40,7 @@ CLIPTextOptions read_options(OptionReader& r) {
   if (!o.variant.empty() && o.variant != "fp16")
     r.fail("variant", "expected \"\" or \"fp16\", got '" + o.variant + "'");
   o.dtype =
-      r.string("dtype", o.dtype, "parameter dtype (float16 only on a CUDA device)", {"float32", "float16", "bfloat16"});
+      r.string("dtype", o.dtype, "parameter dtype (float16 only on a CUDA device)", nn::weight_dtype_names());
   o.max_length = r.integer(
       "max_length", o.max_length, 2, 4096,
       "tokens per prompt incl. start and end (truncated / padded to it; at most the "
@@ -47,17 +48,11 @@ CLIPTextOptions read_options(OptionReader& r) {
   return o;
 }
 
-at::ScalarType scalar_type(const std::string& dtype) {
-  if (dtype == "float16") return at::kHalf;
-  if (dtype == "bfloat16") return at::kBFloat16;
-  return at::kFloat;
-}
-
 class CLIPTextEncoder final : public TextEncoder {
  public:
   CLIPTextEncoder(const CLIPTextOptions& o, const ComponentConfig& cfg)
       : max_length_(o.max_length),
-        dtype_(scalar_type(o.dtype)),
+        dtype_(nn::weight_dtype(o.dtype)),
         options_file_(cfg.file),
         options_path_(cfg.json_path),
         tokenizer_(CLIPTokenizer::load((std::filesystem::path(o.path) / "tokenizer").string())) {
@@ -111,12 +106,8 @@ class CLIPTextEncoder final : public TextEncoder {
   }
 
  private:
-  // This libtorch has no float16 matrix products on the CPU.
   void check_device(const c10::Device& device) const {
-    if (dtype_ == at::kHalf && device.is_cpu()) {
-      throw ManifestError(
-          options_file_, options_path_ + ".dtype", "float16 needs a CUDA device; on the CPU use float32 or bfloat16");
-    }
+    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
   }
 
   std::int64_t max_length_;

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/error.h"
 #include "sdpo/json.h"
 #include "sdpo/lcm.h"
@@ -62,7 +63,7 @@ SDUNetOptions read_options(OptionReader& r) {
   o.dtype = r.string("dtype", o.dtype,
                      "dtype of the frozen base weights (inputs are cast to it, outputs come back float32; the LoRA "
                      "adapter stays float32); float16 needs a GPU",
-                     {"float32", "float16", "bfloat16"});
+                     nn::weight_dtype_names());
   o.lora_rank = r.integer("lora_rank", o.lora_rank, 0, 4096,
                           "LoRA rank on the lora_targets layers (4: the DDPO/SDPO default); 0: fine-tune every weight");
   o.lora_alpha = r.number("lora_alpha", o.lora_alpha, 0.0, 1e6,
@@ -96,12 +97,6 @@ bool is_lora_key(const std::string& key) {
     return key.size() >= s.size() && key.compare(key.size() - s.size(), s.size(), s) == 0;
   };
   return ends(".lora_A.weight") || ends(".lora_B.weight");
-}
-
-at::ScalarType parse_dtype(const std::string& name) {
-  if (name == "float16") return at::kHalf;
-  if (name == "bfloat16") return at::kBFloat16;
-  return at::kFloat;
 }
 
 std::string shape_text(at::IntArrayRef sizes) {
@@ -140,7 +135,7 @@ class SDUNetModel final : public Model {
           ? nn::HFConfig::load(scheduler.string()).string("prediction_type", "epsilon", {"epsilon", "v_prediction"})
           : "epsilon";
     }
-    dtype_ = parse_dtype(o.dtype);
+    dtype_ = nn::weight_dtype(o.dtype);
     // The model is built on the CPU and moved by the trainer; without a GPU it never leaves.
     if (dtype_ == at::kHalf && !at::hasCUDA()) refuse_half_on_cpu();
 

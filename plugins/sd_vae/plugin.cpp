@@ -2,6 +2,7 @@
 // research/models.md 4) as an sdpo::Decoder: images = clamp(vae(latents / scaling_factor) / 2 +
 // 0.5, 0, 1).
 
+#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
@@ -40,20 +41,14 @@ SDVAEOptions read_options(OptionReader& r) {
     r.fail("variant", "expected \"\" or \"fp16\", got '" + o.variant + "'");
   o.dtype = r.string(
       "dtype", o.dtype, "parameter dtype; float32 as the config's force_upcast asks (float16 only on a CUDA device)",
-      {"float32", "float16", "bfloat16"});
+      nn::weight_dtype_names());
   return o;
-}
-
-at::ScalarType scalar_type(const std::string& dtype) {
-  if (dtype == "float16") return at::kHalf;
-  if (dtype == "bfloat16") return at::kBFloat16;
-  return at::kFloat;
 }
 
 class SDVAEDecoderComponent final : public Decoder {
  public:
   SDVAEDecoderComponent(const SDVAEOptions& o, const ComponentConfig& cfg)
-      : dtype_(scalar_type(o.dtype)), options_file_(cfg.file), options_path_(cfg.json_path) {
+      : dtype_(nn::weight_dtype(o.dtype)), options_file_(cfg.file), options_path_(cfg.json_path) {
     namespace fs = std::filesystem;
     const std::string dir = (fs::path(o.path) / "vae").string();
     const nn::HFConfig hf = nn::HFConfig::load((fs::path(dir) / "config.json").string());
@@ -91,12 +86,8 @@ class SDVAEDecoderComponent final : public Decoder {
   }
 
  private:
-  // This libtorch has no float16 convolutions on the CPU.
   void check_device(const c10::Device& device) const {
-    if (dtype_ == at::kHalf && device.is_cpu()) {
-      throw ManifestError(
-          options_file_, options_path_ + ".dtype", "float16 needs a CUDA device; on the CPU use float32 or bfloat16");
-    }
+    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
   }
 
   at::ScalarType dtype_;

@@ -6,6 +6,7 @@
 // The head is five Linear layers with no nonlinearity in between (the original's ReLUs are
 // commented out; its dropouts are inactive at evaluation), i.e. one affine map 768 -> 1.
 
+#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
@@ -62,12 +63,6 @@ struct AestheticOptions {
   }
 };
 
-at::ScalarType scalar_type(const std::string& dtype) {
-  if (dtype == "float16") return at::kHalf;
-  if (dtype == "bfloat16") return at::kBFloat16;
-  return at::kFloat;
-}
-
 /// The head of models.md 6.1 without its dropouts: Linear(in, 1024), Linear(1024, 128),
 /// Linear(128, 64), Linear(64, 16), Linear(16, 1) at the original nn.Sequential's indices, so the
 /// keys are "layers.{0,2,4,6,7}.{weight,bias}". (B, in) -> (B, 1).
@@ -97,7 +92,7 @@ TORCH_MODULE(AestheticHead);
 class AestheticReward final : public Reward {
  public:
   AestheticReward(const AestheticOptions& o, const ComponentConfig& cfg)
-      : batch_size_(o.batch_size), dtype_(scalar_type(o.dtype)), options_file_(cfg.file), options_path_(cfg.json_path) {
+      : batch_size_(o.batch_size), dtype_(nn::weight_dtype(o.dtype)), options_file_(cfg.file), options_path_(cfg.json_path) {
     namespace fs = std::filesystem;
     const ct::CLIPVisionConfig config = ct::CLIPVisionConfig::load((fs::path(o.clip) / "config.json").string());
     if (config.num_channels != 3) {
@@ -164,12 +159,8 @@ class AestheticReward final : public Reward {
   }
 
  private:
-  // This libtorch has no float16 matrix products on the CPU.
   void check_device(const c10::Device& device) const {
-    if (dtype_ == at::kHalf && device.is_cpu()) {
-      throw ManifestError(
-          options_file_, options_path_ + ".dtype", "float16 needs a CUDA device; on the CPU use float32 or bfloat16");
-    }
+    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
   }
 
   std::int64_t batch_size_;

@@ -8,6 +8,7 @@
 // The open_clip state dict is loaded into the shared CLIPModel through the key mapping of
 // clip_text/open_clip.h.
 
+#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
@@ -62,12 +63,6 @@ struct HPSv2Options {
   }
 };
 
-at::ScalarType scalar_type(const std::string& dtype) {
-  if (dtype == "float16") return at::kHalf;
-  if (dtype == "bfloat16") return at::kBFloat16;
-  return at::kFloat;
-}
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -76,7 +71,7 @@ class HPSv2Reward final : public Reward {
  public:
   HPSv2Reward(const HPSv2Options& o, const ComponentConfig& cfg)
       : batch_size_(o.batch_size),
-        dtype_(scalar_type(o.dtype)),
+        dtype_(nn::weight_dtype(o.dtype)),
         options_file_(cfg.file),
         options_path_(cfg.json_path),
         tokenizer_(ct::CLIPTokenizer::load(o.tokenizer)) {
@@ -138,12 +133,8 @@ class HPSv2Reward final : public Reward {
   }
 
  private:
-  // This libtorch has no float16 matrix products on the CPU.
   void check_device(const c10::Device& device) const {
-    if (dtype_ == at::kHalf && device.is_cpu()) {
-      throw ManifestError(
-          options_file_, options_path_ + ".dtype", "float16 needs a CUDA device; on the CPU use float32 or bfloat16");
-    }
+    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
   }
 
   std::int64_t batch_size_;

@@ -6,6 +6,7 @@
 //   score  = cosine(img, txt)                                 scale "cosine" (SDPO's scorer)
 //          = exp(logit_scale) * cosine(img, txt)              scale "logit"  (the official PickScore)
 
+#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
@@ -61,18 +62,12 @@ struct PickScoreOptions {
   }
 };
 
-at::ScalarType scalar_type(const std::string& dtype) {
-  if (dtype == "float16") return at::kHalf;
-  if (dtype == "bfloat16") return at::kBFloat16;
-  return at::kFloat;
-}
-
 class PickScoreReward final : public Reward {
  public:
   PickScoreReward(const PickScoreOptions& o, const ComponentConfig& cfg)
       : logit_(o.scale == "logit"),
         batch_size_(o.batch_size),
-        dtype_(scalar_type(o.dtype)),
+        dtype_(nn::weight_dtype(o.dtype)),
         options_file_(cfg.file),
         options_path_(cfg.json_path),
         tokenizer_(ct::CLIPTokenizer::load(o.clip)) {
@@ -147,12 +142,8 @@ class PickScoreReward final : public Reward {
   }
 
  private:
-  // This libtorch has no float16 matrix products on the CPU.
   void check_device(const c10::Device& device) const {
-    if (dtype_ == at::kHalf && device.is_cpu()) {
-      throw ManifestError(
-          options_file_, options_path_ + ".dtype", "float16 needs a CUDA device; on the CPU use float32 or bfloat16");
-    }
+    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
   }
 
   bool logit_;
