@@ -125,11 +125,7 @@ class AestheticReward final : public Reward {
   }
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
-    if (images.dim() != 4 || images.size(1) != 3) {
-      throw Error(
-          std::string(kComponent) + ": expected images (B, 3, H, W), got a " + std::to_string(images.dim()) +
-          "-d tensor");
-    }
+    check_reward_inputs(kComponent, images, prompts, /*needs_prompts=*/false);
     std::lock_guard<std::mutex> lock(mutex_);
     check_device(device_);
     at::NoGradGuard no_grad;

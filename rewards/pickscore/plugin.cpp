@@ -111,16 +111,7 @@ class PickScoreReward final : public Reward {
   }
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
-    if (images.dim() != 4 || images.size(1) != 3) {
-      throw Error(
-          std::string(kComponent) + ": expected images (B, 3, H, W), got a " + std::to_string(images.dim()) +
-          "-d tensor" + (images.dim() >= 2 ? " with " + std::to_string(images.size(1)) + " channels" : ""));
-    }
-    if (static_cast<std::int64_t>(prompts.size()) != images.size(0)) {
-      throw Error(
-          std::string(kComponent) + ": " + std::to_string(images.size(0)) + " images but " +
-          std::to_string(prompts.size()) + " prompts (one prompt per image)");
-    }
+    check_reward_inputs(kComponent, images, prompts, /*needs_prompts=*/true);
     std::lock_guard<std::mutex> lock(mutex_);
     check_device(device_);
     at::NoGradGuard no_grad;

@@ -1,5 +1,7 @@
 #include "support/test_support.h"
 
+#include "sdpo/error.h"
+
 #include <boost/json/parse.hpp>
 #include <atomic>
 #include <chrono>
@@ -61,6 +63,15 @@ std::string temp_dir(const std::string& tag) {
       ("sdpo_test_" + tag + "_" + std::to_string(stamp) + "_" + std::to_string(counter++));
   fs::create_directories(p);
   return p.string();
+}
+
+void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an sdpo::Error";
+  } catch (const Error& e) {
+    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
 }
 
 void expect_close(const at::Tensor& a, const at::Tensor& b, double rtol, double atol, const std::string& what) {

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <boost/json/value.hpp>
 #include <gtest/gtest.h>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ std::string micro_manifest(const std::string& reward, const std::string& normali
 
 /// A fresh empty directory under the system temp folder, unique per call.
 std::string temp_dir(const std::string& tag);
+
+/// Expects `f` to throw an sdpo::Error whose message contains every one of `parts`.
+void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts);
 
 /// Expects every element of `a` close to `b` (|a-b| <= atol + rtol*|b|), shapes equal.
 void expect_close(const at::Tensor& a, const at::Tensor& b, double rtol, double atol, const std::string& what = "");

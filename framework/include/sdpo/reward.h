@@ -49,4 +49,10 @@ class SDPO_API Reward {
   virtual void to(c10::Device device) {}
 };
 
+/// The checks every reward's score() makes on its arguments: images (B, 3, H, W) and, when the
+/// reward reads them, one prompt per image. Throws sdpo::Error naming `component` (e.g.
+/// "reward 'pickscore'") and the shape or counts it got.
+SDPO_API void check_reward_inputs(const std::string& component, const at::Tensor& images,
+                                  const std::vector<std::string>& prompts, bool needs_prompts);
+
 }  // namespace sdpo

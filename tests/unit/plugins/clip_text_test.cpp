@@ -474,14 +474,7 @@ std::string path_option(const std::string& dir, const std::string& extra = "") {
   return R"({"path": ")" + dir + "\"" + extra + "}";
 }
 
-void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an sdpo::Error";
-  } catch (const Error& e) {
-    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  }
-}
+using test::expect_error_names;
 
 TEST(CLIPTextPlugin, EncodesWithTheWeightsOfThePipelineFolder) {
   const TinyPipeline p = write_pipeline();

@@ -237,14 +237,7 @@ at::Tensor expected_images(const TinyVAE& t, const at::Tensor& latents) {
   return (x / 2 + 0.5).clamp(0, 1);
 }
 
-void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an sdpo::Error";
-  } catch (const Error& e) {
-    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  }
-}
+using test::expect_error_names;
 
 TEST(SDVAEPlugin, DecodesLatentsToImagesInTheUnitRange) {
   const TinyVAE t = write_vae(kTinyVAE, encoder_keys());  // the encoder half is skipped

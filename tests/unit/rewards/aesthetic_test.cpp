@@ -81,14 +81,7 @@ at::Tensor expected_scores(const TinyAesthetic& t, const at::Tensor& images) {
   return composed_head(t.head, f / f.norm(2, {-1}, true));
 }
 
-void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an sdpo::Error";
-  } catch (const Error& e) {
-    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  }
-}
+using test::expect_error_names;
 
 TEST(AestheticReward, ScoreIsTheComposedAffineHeadOfTheNormalizedFeature) {
   const TinyAesthetic t = write_tiny();

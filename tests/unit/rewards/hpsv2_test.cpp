@@ -43,14 +43,7 @@ using Shape = std::vector<std::int64_t>;
 
 const at::TensorOptions kMeta = at::TensorOptions().device(at::kMeta).dtype(at::kFloat);
 
-void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an sdpo::Error";
-  } catch (const Error& e) {
-    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  }
-}
+using test::expect_error_names;
 
 nn::HFConfig hf(const std::string& json) { return nn::HFConfig(boost::json::parse(json).as_object(), "<vit.json>"); }
 

@@ -76,14 +76,7 @@ at::Tensor expected_cosine(const TinyPickScore& t, const at::Tensor& images, con
   return ((img / img.norm(2, {-1}, true)) * (txt / txt.norm(2, {-1}, true))).sum(-1).to(at::kFloat);
 }
 
-void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an sdpo::Error";
-  } catch (const Error& e) {
-    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  }
-}
+using test::expect_error_names;
 
 // ---------------------------------------------------------------------------------------------
 // The CLIPModel.
