@@ -53,7 +53,7 @@ struct CLIPTextConfig {
   std::int64_t max_position_embeddings = 77;
   std::string hidden_act = "quick_gelu";  ///< "gelu" (erf) or "quick_gelu" (x * sigmoid(1.702 x))
   double layer_norm_eps = 1e-5;
-  /// 2 (the legacy placeholder of the sd-turbo and OpenAI configs): pool at argmax(ids); any other
+  /// 2 (the legacy value in the sd-turbo and OpenAI configs): pool at argmax(ids); any other
   /// value: pool at the first position holding that id (models.md 3.3).
   std::int64_t eos_token_id = 2;
 
