@@ -13,7 +13,7 @@ Plot specs (each an object in "plots"):
   {"kind": "curves", "file": "fig3.png", "title": "...",
    "panels": [{"y": "train/reward_last_mean", "title": "8 steps"}, ...],   one panel per entry
    "x": "samples" | "wall_seconds" | "device_seconds" | "reward_queries" | "epoch",
-   "group": "variant" | "<a grid key, e.g. dense_reward.name>"}
+   "group": "variant" | "<a grid key, e.g. dense_reward.name>" | [several of them]}
       One line per group value: the mean over the group's runs (e.g. seeds) with a band of one
       standard deviation. "y" is "train/<metric>" or "eval/steps_<n>/<metric>"; evaluation rows
       are placed at the x of the training epoch they follow (epoch 0: x = 0).
@@ -57,6 +57,8 @@ def load_json(path):
 
 
 def group_value(run, key):
+    if isinstance(key, list):  # several keys: one line per combination, e.g. ["variant", "sample.steps"]
+        return " / ".join(group_value(run, k) for k in key)
     if key == "variant":
         return run.get("variant") or run["name"]
     settings = run.get("settings", {})
