@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "sdpo/components.h"
+#include "sdpo/experiment.h"
 #include "sdpo/json.h"
 #include "sdpo/manifest.h"
+#include "support/test_support.h"
 
 namespace {
 
@@ -50,6 +53,25 @@ TEST(Manifests, EveryPaperManifestValidatesOnceItsFoldersAreGiven) {
     validate(f, {"model.path=/models/sd-turbo", "reward.options.clip=/models/clip-vit-large-patch14",
                  "reward.options.head=/models/aesthetic_head.safetensors"});
   }
+}
+
+TEST(Manifests, EveryPaperExperimentExpandsAndValidatesOnceItsFoldersAreGiven) {
+  const std::vector<std::string> folders{"model.path=/models/sd-turbo", "reward.options.clip=/models/clip-vit-large-patch14",
+                                         "reward.options.head=/models/aesthetic_head.safetensors"};
+  std::size_t experiments = 0;
+  for (const auto& f : manifests("paper")) {
+    if (!is_experiment(f)) continue;
+    SCOPED_TRACE(f.string());
+    ++experiments;
+    const auto e = sdpo::Experiment::load(f.string(), folders, sdpo::test::temp_dir("paper_experiment"));
+    EXPECT_GE(e.runs.size(), 2u);
+    sdpo::ExperimentOptions options;
+    options.dry_run = true;  // validates every run's components; trains nothing
+    options.progress = false;
+    std::ostringstream out;
+    EXPECT_NO_THROW(sdpo::run_experiment(e, options, out));
+  }
+  EXPECT_GE(experiments, 7u);
 }
 
 }  // namespace
