@@ -34,16 +34,7 @@ CLIPTextConfig CLIPTextConfig::from_hf(const nn::HFConfig& hf) {
 
 CLIPTextConfig CLIPTextConfig::load(const std::string& path) { return from_hf(nn::HFConfig::load(path)); }
 
-CLIPEncoderConfig CLIPTextConfig::encoder() const {
-  CLIPEncoderConfig e;
-  e.hidden_size = hidden_size;
-  e.intermediate_size = intermediate_size;
-  e.num_hidden_layers = num_hidden_layers;
-  e.num_attention_heads = num_attention_heads;
-  e.hidden_act = hidden_act;
-  e.layer_norm_eps = layer_norm_eps;
-  return e;
-}
+CLIPEncoderConfig CLIPTextConfig::encoder() const { return CLIPEncoderConfig::of(*this); }
 
 at::Tensor clip_activation(const at::Tensor& x, const std::string& name) {
   if (name == "quick_gelu") return x * at::sigmoid(x * 1.702);

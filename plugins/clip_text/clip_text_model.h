@@ -39,6 +39,14 @@ struct CLIPEncoderConfig {
   std::int64_t num_attention_heads = 8;
   std::string hidden_act = "quick_gelu";  ///< "gelu" (erf) or "quick_gelu" (x * sigmoid(1.702 x))
   double layer_norm_eps = 1e-5;
+
+  /// The encoder sizes of a tower config (CLIPTextConfig, CLIPVisionConfig: transformers gives
+  /// both towers the same field names).
+  template <class TowerConfig>
+  static CLIPEncoderConfig of(const TowerConfig& c) {
+    return {c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.hidden_act,
+            c.layer_norm_eps};
+  }
 };
 
 /// transformers' CLIPTextConfig fields that shape the tower; the defaults are that class's

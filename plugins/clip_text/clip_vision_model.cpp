@@ -64,16 +64,7 @@ CLIPVisionConfig CLIPVisionConfig::from_hf(const nn::HFConfig& hf) {
 
 CLIPVisionConfig CLIPVisionConfig::load(const std::string& path) { return from_hf(nn::HFConfig::load(path)); }
 
-CLIPEncoderConfig CLIPVisionConfig::encoder() const {
-  CLIPEncoderConfig e;
-  e.hidden_size = hidden_size;
-  e.intermediate_size = intermediate_size;
-  e.num_hidden_layers = num_hidden_layers;
-  e.num_attention_heads = num_attention_heads;
-  e.hidden_act = hidden_act;
-  e.layer_norm_eps = layer_norm_eps;
-  return e;
-}
+CLIPEncoderConfig CLIPVisionConfig::encoder() const { return CLIPEncoderConfig::of(*this); }
 
 CLIPVisionEmbeddingsImpl::CLIPVisionEmbeddingsImpl(const CLIPVisionConfig& cfg, const at::TensorOptions& options)
     : image_size_(cfg.image_size), channels_(cfg.num_channels) {
