@@ -88,6 +88,40 @@ LCMStepPlan lcm_step_plan(const LCMSchedule& schedule, const at::Tensor& timeste
   return {next.to(timestep.device()), stochastic.to(timestep.device())};
 }
 
+LCMConsistencyOutput lcm_consistency_output(const at::Tensor& alphas_cumprod, const at::Tensor& model_output,
+                                             const at::Tensor& timestep, const at::Tensor& sample,
+                                             double timestep_scaling, double sigma_data, const std::string& prediction) {
+  const std::int64_t b = sample.size(0);
+  TORCH_CHECK(sample.dim() >= 2, "LCM consistency output: sample must be (B, ...), got ", sample.sizes());
+  TORCH_CHECK(model_output.sizes() == sample.sizes(), "LCM consistency output: model output ",
+              model_output.sizes(), " does not match sample ", sample.sizes());
+  TORCH_CHECK(timestep.dim() == 1 && timestep.size(0) == b,
+              "LCM consistency output: timestep must be (B,) with B = ", b, ", got ", timestep.sizes());
+  auto t = timestep.to(sample.device(), at::kLong);
+  std::vector<int64_t> bshape(static_cast<size_t>(sample.dim()), 1);
+  bshape[0] = b;
+  const auto dtype = sample.scalar_type();
+  auto ab_t = alphas_cumprod.to(sample.device()).index_select(0, t).view(bshape).to(dtype);
+  auto bb_t = 1 - ab_t;
+
+  // algorithms.md 2.4 step 4: the raw x0 estimate from the model output.
+  at::Tensor x0;
+  if (prediction == "epsilon") {
+    x0 = (sample - bb_t.sqrt() * model_output) / ab_t.sqrt();
+  } else if (prediction == "v_prediction") {
+    x0 = ab_t.sqrt() * sample - bb_t.sqrt() * model_output;
+  } else if (prediction == "sample") {
+    x0 = model_output;
+  } else {
+    throw Error("LCM step: prediction must be 'epsilon', 'v_prediction' or 'sample', got '" + prediction + "'");
+  }
+
+  // models.md 8.2: denoised = c_out * x0 + c_skip * x_t (boundary condition at t).
+  auto [c_skip, c_out] = lcm_boundary_scalings(t, timestep_scaling, sigma_data);
+  auto denoised = c_out.view(bshape).to(dtype) * x0 + c_skip.view(bshape).to(dtype) * sample;
+  return {denoised, x0};
+}
+
 LCMStepResult lcm_step(
     const at::Tensor& alphas_cumprod,
     const at::Tensor& model_output,
@@ -120,25 +154,10 @@ LCMStepResult lcm_step(
   std::vector<int64_t> bshape(static_cast<size_t>(sample.dim()), 1);
   bshape[0] = b;
   const auto dtype = sample.scalar_type();
-  auto ab_t = ac.index_select(0, t).view(bshape).to(dtype);
   auto ab_next = ac.index_select(0, t_next).view(bshape).to(dtype);
-  auto bb_t = 1 - ab_t;
 
-  // algorithms.md 2.4 step 4: the raw x0 estimate from the model output.
-  at::Tensor x0;
-  if (prediction == "epsilon") {
-    x0 = (sample - bb_t.sqrt() * model_output) / ab_t.sqrt();
-  } else if (prediction == "v_prediction") {
-    x0 = ab_t.sqrt() * sample - bb_t.sqrt() * model_output;
-  } else if (prediction == "sample") {
-    x0 = model_output;
-  } else {
-    throw Error("LCM step: prediction must be 'epsilon', 'v_prediction' or 'sample', got '" + prediction + "'");
-  }
-
-  // models.md 8.2: denoised = c_out * x0 + c_skip * x_t (boundary condition at t).
-  auto [c_skip, c_out] = lcm_boundary_scalings(t, timestep_scaling, sigma_data);
-  auto denoised = c_out.view(bshape).to(dtype) * x0 + c_skip.view(bshape).to(dtype) * sample;
+  auto [denoised, x0] =
+      lcm_consistency_output(ac, model_output, t, sample, timestep_scaling, sigma_data, prediction);
 
   // algorithms.md 5.2: x_{t'} ~ N(sqrt(ab_{t'}) denoised, (1 - ab_{t'}) I) where stochastic.
   auto mask = stochastic.to(sample.device(), at::kBool);

@@ -248,6 +248,11 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     json::object only_options{{"pretrain", pre}};
     OptionReader r = section(only_options, "pretrain", file);
     auto& p = m.pretrain;
+    p.method = r.string("method", p.method,
+                        "denoising: train the base model and text encoder from random init; "
+                        "latent_consistency_distillation: distill the model's checkpoint into a few-step "
+                        "consistency model (for the lcm sampler)",
+                        {"denoising", "latent_consistency_distillation"});
     p.steps = r.integer("steps", p.steps, 1, 100000000, "optimizer steps for the base model");
     p.batch_size = r.integer("batch_size", p.batch_size, 1, 1 << 20, "images per step");
     p.learning_rate = r.number("learning_rate", p.learning_rate, 0.0, 10.0, "AdamW learning rate");
@@ -257,6 +262,17 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     p.reward_steps = r.integer("reward_steps", p.reward_steps, 0, 100000000, "steps to fit learned rewards");
     p.reward_batch_size = r.integer("reward_batch_size", p.reward_batch_size, 1, 1 << 20, "batch to fit learned rewards");
     p.reward_learning_rate = r.number("reward_learning_rate", p.reward_learning_rate, 0.0, 10.0, "lr to fit learned rewards");
+    p.original_inference_steps = r.integer("original_inference_steps", p.original_inference_steps, 1, 100000,
+                                           "consistency distillation: the teacher's DDIM schedule length N "
+                                           "(each teacher step skips num_train_timesteps / N)");
+    p.ema_decay = r.number("ema_decay", p.ema_decay, 0.0, 1.0, "consistency distillation: EMA decay of the target network");
+    p.consistency_loss = r.string("consistency_loss", p.consistency_loss,
+                                  "consistency distillation: distance between student and target outputs",
+                                  {"l2", "huber"});
+    p.huber_c = r.number("huber_c", p.huber_c, 1e-12, 1e6, "consistency distillation: the pseudo-Huber constant c");
+    p.timestep_scaling = r.number("timestep_scaling", p.timestep_scaling, 1e-12, 1e6,
+                                  "consistency distillation: s = t * timestep_scaling in c_skip, c_out "
+                                  "(must match the lcm sampler's)");
     r.finish();
     if (!rewards.is_null()) {
       if (!rewards.is_array()) throw ManifestError(file, "pretrain.rewards", "expected an array of reward components");

@@ -6,16 +6,12 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <string>
-#include <system_error>
 #include <vector>
 
+#include "sdpo/consistency_distillation_driver.h"
 #include "sdpo/ddim.h"
 #include "sdpo/error.h"
 #include "sdpo/model.h"
@@ -23,64 +19,21 @@
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"
+#include "sdpo/consistency_distillation_driver.h"
 #include "sdpo/text_encoder.h"
+#include "pretrain_support.h"
 
 namespace sdpo {
 namespace {
 
-constexpr std::int64_t kLogEvery = 50;
+using detail::parameter_count;
+using detail::require_output;
+using detail::without_checkpoint;
+
 constexpr double kMaxGradNorm = 1.0;
 constexpr double kWeightDecay = 0.01;
-constexpr double kFinalLrFraction = 0.1;
 /// Sampling step counts whose trailing timesteps get half of every batch.
 const std::vector<std::int64_t> kFewStepCounts{1, 2, 4, 8};
-
-/// A copy of `cfg` without its `checkpoint` option: pretraining always starts from random init
-/// (the same manifest may point `checkpoint` at the very file it is about to regenerate).
-ComponentConfig without_checkpoint(ComponentConfig cfg) {
-  cfg.options.erase("checkpoint");
-  return cfg;
-}
-
-void require_output(const Manifest& m, const std::string& path, const std::string& key) {
-  if (path.empty()) throw ManifestError(m.file, key, "expected a safetensors path to write to");
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (parent.empty()) return;
-  std::error_code ec;
-  std::filesystem::create_directories(parent, ec);
-  if (ec) throw FileError(parent.string(), "cannot create the folder for " + key + ": " + ec.message());
-}
-
-/// Linear warm-up over the first 5% of steps (at most 100), then cosine decay from lr to
-/// kFinalLrFraction * lr. Warm-up keeps AdamW's first, badly-estimated steps from wrecking the
-/// random init at lr 2e-3; the decay buys a lower final loss for the same number of steps.
-double learning_rate_at(std::int64_t step, std::int64_t steps, double lr) {
-  const std::int64_t warmup = std::min<std::int64_t>(100, std::max<std::int64_t>(1, steps / 20));
-  if (step < warmup) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
-  const double progress =
-      static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, steps - warmup));
-  const double cosine = 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
-  return lr * (kFinalLrFraction + (1.0 - kFinalLrFraction) * cosine);
-}
-
-std::string duration_text(double seconds) {
-  const auto s = static_cast<long long>(std::llround(std::max(0.0, seconds)));
-  char buf[32];
-  if (s >= 3600) {
-    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
-  } else if (s >= 60) {
-    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
-  } else {
-    std::snprintf(buf, sizeof buf, "%llds", s);
-  }
-  return buf;
-}
-
-std::int64_t parameter_count(const std::vector<at::Tensor>& params) {
-  std::int64_t n = 0;
-  for (const auto& p : params) n += p.numel();
-  return n;
-}
 
 /// Timesteps of one batch: the first half uniform over the training timesteps (the model must
 /// denoise at every noise level), the second half drawn from the trailing timesteps of 1-, 2-, 4-
@@ -134,6 +87,10 @@ Components create_components(const Manifest& m) {
 
 void run_pretrain(const Manifest& m, std::ostream& log) {
   const PretrainOptions& p = m.pretrain;
+  if (p.method == "latent_consistency_distillation") {
+    run_consistency_distillation(m, log);
+    return;
+  }
   const c10::Device device(m.device);
   Components c = create_components(m);
   Model& model = *c.model;
@@ -164,11 +121,9 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
       << " parameters), " << p.steps << " steps at batch " << p.batch_size << ", lr " << p.learning_rate
       << ", device " << device << std::endl;
 
-  const auto start = std::chrono::steady_clock::now();
-  double window_loss = 0.0, final_loss = 0.0;
-  std::int64_t window_steps = 0;
+  detail::PretrainProgress progress(p.steps, log);
   for (std::int64_t step = 0; step < p.steps; ++step) {
-    const double lr = learning_rate_at(step, p.steps, p.learning_rate);
+    const double lr = detail::learning_rate_at(step, p.steps, p.learning_rate);
     for (auto& group : optimizer.param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
@@ -190,32 +145,13 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
     torch::nn::utils::clip_grad_norm_(params, kMaxGradNorm);
     optimizer.step();
 
-    const double value = loss.item<double>();
-    if (!std::isfinite(value)) {
-      throw NumericError("pretrain: loss is " + std::to_string(value) + " at step " + std::to_string(step + 1) +
-                         " (lower pretrain.learning_rate?)");
-    }
-    window_loss += value;
-    ++window_steps;
-    const bool last = step + 1 == p.steps;
-    if ((step + 1) % kLogEvery == 0 || last) {
-      final_loss = window_loss / static_cast<double>(window_steps);
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(p.steps - step - 1);
-      char line[160];
-      std::snprintf(line, sizeof line, "pretrain %lld/%lld  loss %.4f  lr %.2e  elapsed %s  eta %s",
-                    static_cast<long long>(step + 1), static_cast<long long>(p.steps), final_loss, lr,
-                    duration_text(elapsed).c_str(), duration_text(eta).c_str());
-      log << line << std::endl;
-      window_loss = 0.0;
-      window_steps = 0;
-    }
+    progress.record(step, loss.item<double>(), lr);
   }
   model.set_training(false);
   text_encoder.set_training(false);
 
   char loss_text[32];
-  std::snprintf(loss_text, sizeof loss_text, "%.6g", final_loss);
+  std::snprintf(loss_text, sizeof loss_text, "%.6g", progress.final_loss());
   const StringMap common{
       {"steps", std::to_string(p.steps)},
       {"final_loss", loss_text},

@@ -63,6 +63,27 @@ struct LCMStepPlan {
 /// kDiffusers: stochastic iff t is not the last timestep.
 LCMStepPlan lcm_step_plan(const LCMSchedule& schedule, const at::Tensor& timestep, std::int64_t n, LCMPolicy policy);
 
+/// The consistency function's two outputs at timestep t (models.md 8.2).
+struct LCMConsistencyOutput {
+  at::Tensor denoised;  ///< (B, ...): c_out(t) * x0_hat + c_skip(t) * x_t
+  at::Tensor pred_x0;   ///< (B, ...): the raw x0 estimate x0_hat from the model output
+};
+
+/// The LCM consistency function f(x_t, t) from a model output (models.md 8.2): x0_hat as in DDIM
+/// (algorithms.md 2.4 step 4), then the boundary-condition mix. `alphas_cumprod`: (T_train,);
+/// `model_output`, `sample`: (B, ...); `timestep`: (B,) int64 in [0, T_train); `prediction`:
+/// "epsilon", "v_prediction" or "sample". At t = 0 with timestep_scaling > 0, c_skip = 1 and
+/// c_out = 0, so denoised = x_t exactly (the boundary condition f(x, 0) = x). Differentiable in
+/// model_output and sample; the lcm sampler's step and consistency distillation both use it.
+LCMConsistencyOutput lcm_consistency_output(
+    const at::Tensor& alphas_cumprod,
+    const at::Tensor& model_output,
+    const at::Tensor& timestep,
+    const at::Tensor& sample,
+    double timestep_scaling,
+    double sigma_data,
+    const std::string& prediction);
+
 struct LCMStepResult {
   at::Tensor prev_sample;  ///< (B, ...): x_{t'}; the given one when scoring, detached when drawn
   at::Tensor denoised;     ///< (B, ...): c_out * x0_hat + c_skip * x_t, the consistency output

@@ -55,6 +55,10 @@ struct OutputOptions {
 };
 
 struct PretrainOptions {
+  /// "denoising": train the base model and text encoder from random init (pretrain.h);
+  /// "latent_consistency_distillation": distill the model (from its checkpoint) into a few-step
+  /// consistency model with the text encoder frozen (consistency_distillation_driver.h).
+  std::string method = "denoising";
   std::int64_t steps = 1500;
   std::int64_t batch_size = 64;
   double learning_rate = 2e-3;
@@ -65,6 +69,12 @@ struct PretrainOptions {
   std::int64_t reward_steps = 600;
   std::int64_t reward_batch_size = 64;
   double reward_learning_rate = 2e-3;
+  // latent_consistency_distillation only (consistency_distillation.h):
+  std::int64_t original_inference_steps = 50;  ///< N: the teacher's DDIM schedule, skip T_train / N
+  double ema_decay = 0.95;                     ///< mu of the target network's EMA
+  std::string consistency_loss = "l2";         ///< "l2" or "huber"
+  double huber_c = 0.001;
+  double timestep_scaling = 10.0;              ///< as the lcm sampler's option of that name
 };
 
 struct Manifest {

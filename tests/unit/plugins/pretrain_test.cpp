@@ -82,4 +82,56 @@ TEST_F(Pretrain, MissingOutputRefused) {
   }
 }
 
+// Latent consistency distillation of a micro base model: the student starts from the teacher's
+// checkpoint, moves, and its output loads strictly into the same model configuration.
+TEST_F(Pretrain, ConsistencyDistillationWritesAStudentThatMoved) {
+  const std::string dir = sdpo::test::temp_dir("pretrain_lcd");
+  const sdpo::Manifest base = sdpo::Manifest::parse(manifest_text(dir), "<test>");
+  std::ostringstream log;
+  sdpo::run_pretrain(base, log);  // the teacher: dir/model.safetensors
+
+  const std::string text = R"({
+    "model": {"name": "toy_unet", "options": {"image_size": 16, "channels": [16, 16], "cond_dim": 16,
+              "heads": 2, "checkpoint": ")" + dir + R"(/model.safetensors"}},
+    "text_encoder": {"name": "toy_text", "options": {"dim": 16, "max_words": 8,
+                     "checkpoint": ")" + dir + R"(/sub/text.safetensors"}},
+    "prompts": {"name": "shapes", "options": {"image_size": 16}},
+    "pretrain": {"method": "latent_consistency_distillation", "steps": 3, "batch_size": 4,
+                 "learning_rate": 1e-3, "seed": 5, "consistency_loss": "huber",
+                 "model_out": ")" + dir + R"(/lcm.safetensors"}
+  })";
+  const sdpo::Manifest m = sdpo::Manifest::parse(text, "<test>");
+  std::ostringstream lcd_log;
+  sdpo::run_pretrain(m, lcd_log);
+  EXPECT_NE(lcd_log.str().find("latent consistency distillation"), std::string::npos) << lcd_log.str();
+  EXPECT_NE(lcd_log.str().find("pretrain 3/3"), std::string::npos) << lcd_log.str();
+
+  sdpo::StringMap meta;
+  const sdpo::TensorMap student = sdpo::safetensors_load(dir + "/lcm.safetensors", &meta);
+  const sdpo::TensorMap teacher = sdpo::safetensors_load(dir + "/model.safetensors");
+  EXPECT_EQ(meta["method"], "latent_consistency_distillation");
+  EXPECT_EQ(meta["consistency_loss"], "huber");
+  EXPECT_EQ(meta["steps"], "3");
+  ASSERT_EQ(student.size(), teacher.size());
+  double moved = 0.0;
+  for (const auto& [key, value] : teacher) moved += (student.at(key) - value).abs().sum().item<double>();
+  EXPECT_GT(moved, 0.0);
+  sdpo::ComponentConfig cfg = m.model;
+  cfg.options["checkpoint"] = dir + "/lcm.safetensors";
+  EXPECT_NO_THROW(sdpo::Registry::global().create<sdpo::Model>(cfg));  // strict load
+}
+
+TEST_F(Pretrain, ConsistencyDistillationRefusesDenoisingOnlyOutputs) {
+  const std::string dir = sdpo::test::temp_dir("pretrain_lcd");
+  sdpo::Manifest m = sdpo::Manifest::parse(manifest_text(dir), "<test>");
+  m.pretrain.method = "latent_consistency_distillation";  // text_encoder_out is still set
+  std::ostringstream log;
+  try {
+    sdpo::run_pretrain(m, log);
+    ADD_FAILURE() << "expected a ManifestError";
+  } catch (const sdpo::ManifestError& e) {
+    EXPECT_EQ(e.json_path(), "pretrain.text_encoder_out");
+  }
+}
+
 }  // namespace

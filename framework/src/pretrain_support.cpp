@@ -1,0 +1,82 @@
+#include "pretrain_support.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+
+#include "sdpo/error.h"
+
+namespace sdpo::detail {
+
+// The same manifest may point `checkpoint` at the very file pretraining is about to regenerate.
+ComponentConfig without_checkpoint(ComponentConfig cfg) {
+  cfg.options.erase("checkpoint");
+  return cfg;
+}
+
+void require_output(const Manifest& m, const std::string& path, const std::string& key) {
+  if (path.empty()) throw ManifestError(m.file, key, "expected a safetensors path to write to");
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (parent.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(parent, ec);
+  if (ec) throw FileError(parent.string(), "cannot create the folder for " + key + ": " + ec.message());
+}
+
+// Warm-up keeps AdamW's first, badly-estimated steps from wrecking the init at a high lr; the
+// decay buys a lower final loss for the same number of steps.
+double learning_rate_at(std::int64_t step, std::int64_t steps, double lr) {
+  constexpr double kFinalLrFraction = 0.1;
+  const std::int64_t warmup = std::min<std::int64_t>(100, std::max<std::int64_t>(1, steps / 20));
+  if (step < warmup) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  const double progress =
+      static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, steps - warmup));
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+  return lr * (kFinalLrFraction + (1.0 - kFinalLrFraction) * cosine);
+}
+
+std::int64_t parameter_count(const std::vector<at::Tensor>& params) {
+  std::int64_t n = 0;
+  for (const auto& p : params) n += p.numel();
+  return n;
+}
+
+std::string duration_text(double seconds) {
+  const auto s = static_cast<long long>(std::llround(std::max(0.0, seconds)));
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+  } else if (s >= 60) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%llds", s);
+  }
+  return buf;
+}
+
+PretrainProgress::PretrainProgress(std::int64_t steps, std::ostream& log, std::int64_t every)
+    : steps_(steps), every_(every), log_(log), start_(std::chrono::steady_clock::now()) {}
+
+void PretrainProgress::record(std::int64_t step, double loss, double lr) {
+  if (!std::isfinite(loss)) {
+    throw NumericError("pretrain: loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1) +
+                       " (lower pretrain.learning_rate?)");
+  }
+  window_loss_ += loss;
+  ++window_steps_;
+  if ((step + 1) % every_ != 0 && step + 1 != steps_) return;
+  final_loss_ = window_loss_ / static_cast<double>(window_steps_);
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(steps_ - step - 1);
+  char line[160];
+  std::snprintf(line, sizeof line, "pretrain %lld/%lld  loss %.4f  lr %.2e  elapsed %s  eta %s",
+                static_cast<long long>(step + 1), static_cast<long long>(steps_), final_loss_, lr,
+                duration_text(elapsed).c_str(), duration_text(eta).c_str());
+  log_ << line << std::endl;
+  window_loss_ = 0.0;
+  window_steps_ = 0;
+}
+
+}  // namespace sdpo::detail
