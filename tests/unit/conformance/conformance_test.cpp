@@ -15,6 +15,7 @@
 #include "sdpo/sampler.h"
 #include "support/test_support.h"
 #include "support/tiny_clip.h"
+#include "support/tiny_imagereward.h"
 
 namespace {
 
@@ -52,6 +53,16 @@ const std::string& tiny_hpsv2_dir() {
   return dir;
 }
 
+// The imagereward reward's folder at toy size, written once per process (tests/support/tiny_imagereward.h).
+const std::string& tiny_imagereward_dir() {
+  static const std::string dir = [] {
+    const std::string d = sdpo::test::temp_dir("conformance_imagereward");
+    sdpo::test::write_tiny_imagereward(d, sdpo::test::TinyImageRewardSpec{}, 11);
+    return d;
+  }();
+  return dir;
+}
+
 // Options a component needs to be built in a test (weights the tests ship or create).
 json::object test_options(const std::string& kind, const std::string& name) {
   if (kind == "reward" && name == "shape_alignment") {
@@ -65,6 +76,9 @@ json::object test_options(const std::string& kind, const std::string& name) {
     return {{"checkpoint", tiny_hpsv2_dir() + "/hpsv2.safetensors"},
             {"tokenizer", tiny_hpsv2_dir()},
             {"config", tiny_hpsv2_dir() + "/open_clip_config.json"}};
+  }
+  if (kind == "reward" && name == "imagereward") {
+    return {{"path", tiny_imagereward_dir()}, {"vision_config", tiny_imagereward_dir() + "/vision_config.json"}};
   }
   if (kind == "reward" && name == "reward_server") {
     return {{"command", json::array{"/usr/bin/python3",
