@@ -9,6 +9,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev libboost-filesystem1.81-dev
   libopenblas0
   libhdf5-dev libturbojpeg0-dev libpng-dev
+  libgloo-dev  # headers of c10d's ProcessGroupGloo.hpp (multi-process data parallel, docs/distributed.md)
   libgtest-dev libbenchmark-dev
   python3-h5py python3-matplotlib
   python3-numpy  # rewards/reward_server/example_server.py and its tests (/usr/bin/python3)

@@ -15,6 +15,7 @@
 #include "sdpo/evaluation.h"
 #include "sdpo/experiment.h"
 #include "sdpo/image_io.h"
+#include "sdpo/launch.h"
 #include "sdpo/model.h"
 #include "sdpo/plugin.h"
 #include "sdpo/pretrain.h"
@@ -35,6 +36,14 @@ commands:
         run.h5, manifest.json, checkpoints/epoch_<k>/ and samples_epoch_<k>.png. --resume
         continues DIR from its last checkpoint exactly as if it had never stopped (the manifest
         may change only train.epochs, output.progress, output.dir, name and description)
+  launch --nproc N [--port P] [--timeout S] [--grace S] [--log-dir DIR] MANIFEST [train options]
+        data parallel on this machine: start N processes of `sdpo train MANIFEST [train options]`
+        as ranks 0..N-1 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set; a free port
+        unless --port). Each rank samples its own prompts; rewards are gathered and gradients
+        all-reduced through c10d (Gloo on CPU, NCCL on CUDA); rank 0 writes the run folder.
+        Output lines are prefixed [rank r] (or go to DIR/rank_<r>.log). If a rank fails, the
+        others stop (terminated after --grace seconds, default 10); --timeout bounds every
+        collective (SDPO_DIST_TIMEOUT, default 300). torchrun and srun work too: docs/distributed.md
   experiment EXPERIMENT [--dry-run] [--only PATTERN] [--output DIR] [--set json.path=value ...]
         expand an experiment manifest (a base run manifest x named variants x a grid) and train
         every run that is not complete, one after the other, each in DIR/<run name> (DIR
@@ -48,7 +57,9 @@ commands:
         sample a grid (rows: prompts, columns: step counts) from a training checkpoint
         (its run's manifest.json is used unless --manifest is given) or the base model
   pretrain MANIFEST [--set json.path=value ...]
-        train the toy base model, text encoder and learned rewards (experiments/toy/pretrain.json)
+        train the toy base model, text encoder and learned rewards (experiments/toy/pretrain.json),
+        or with pretrain.method latent_consistency_distillation distill a model into a few-step
+        consistency model for the lcm sampler (experiments/toy/pretrain_lcm.json)
   analyze dense-rewards MANIFEST [--output DIR] [--set json.path=value ...] [--trajectories N]
         the paper's Table 3: sample N trajectories (default: one training epoch's worth), score
         every step's predicted x0 (the target) and compare every registered dense_reward
@@ -134,6 +145,11 @@ int cmd_train(const std::vector<std::string>& args) {
   auto manifest = manifest_command(args, d);  // fills `options` too
   sdpo::Trainer trainer(std::move(manifest), options);
   trainer.run();
+  const char* rank = std::getenv("RANK");
+  if (rank != nullptr && std::string(rank) != "0" && std::getenv("WORLD_SIZE") != nullptr &&
+      std::string(std::getenv("WORLD_SIZE")) != "1") {
+    return 0;  // a data-parallel rank other than 0 wrote nothing to point at
+  }
   fs::path dir = trainer.run_dir();
   std::cout << "run file:     " << (dir / "run.h5").string() << "\n";
   std::cout << "samples:      " << dir.string() << "/samples_epoch_<k>.png (rows: prompts, columns: eval step counts)\n";
@@ -238,6 +254,51 @@ int cmd_analyze(const std::vector<std::string>& args) {
   return 0;
 }
 
+// `launch` parses its own options up to the manifest; everything after it goes to `train`.
+int cmd_launch(const std::vector<std::string>& args) {
+  sdpo::LaunchOptions o;
+  o.nproc = 0;
+  std::size_t i = 0;
+  auto value = [&](const std::string& name) -> std::string {
+    if (i + 1 >= args.size()) throw po::error("launch: " + name + " needs a value");
+    return args[++i];
+  };
+  auto number = [&](const std::string& name) {
+    const std::string v = value(name);
+    try {
+      std::size_t used = 0;
+      const double x = std::stod(v, &used);
+      if (used == v.size()) return x;
+    } catch (const std::exception&) {
+    }
+    throw po::error("launch: " + name + " expects a number, got '" + v + "'");
+  };
+  for (; i < args.size() && args[i].rfind("--", 0) == 0; ++i) {
+    const auto& a = args[i];
+    if (a == "--nproc") {
+      o.nproc = static_cast<int>(number(a));
+    } else if (a == "--port") {
+      o.master_port = static_cast<int>(number(a));
+    } else if (a == "--timeout") {
+      o.timeout_seconds = number(a);
+    } else if (a == "--grace") {
+      o.grace_seconds = number(a);
+    } else if (a == "--log-dir") {
+      o.log_dir = value(a);
+    } else {
+      throw po::error("launch: unknown option '" + a + "' before the manifest (train options go after it)");
+    }
+  }
+  if (o.nproc < 1) throw po::error("launch: --nproc N (N >= 1) is required");
+  if (i >= args.size()) throw po::error("launch: a MANIFEST is required");
+  o.args = {"train"};
+  o.args.insert(o.args.end(), args.begin() + static_cast<long>(i), args.end());
+  std::error_code ec;
+  o.program = fs::read_symlink("/proc/self/exe", ec).string();
+  if (ec) throw sdpo::Error("launch: cannot find this executable (/proc/self/exe): " + ec.message());
+  return sdpo::launch_local(o, std::cout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -251,6 +312,7 @@ int main(int argc, char** argv) {
     if (cmd == "plugins") return cmd_plugins(args);
     if (cmd == "train") return cmd_train(args);
     if (cmd == "experiment") return cmd_experiment(args);
+    if (cmd == "launch") return cmd_launch(args);
     if (cmd == "sample") return cmd_sample(args);
     if (cmd == "pretrain") return cmd_pretrain(args);
     if (cmd == "analyze") return cmd_analyze(args);

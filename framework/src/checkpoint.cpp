@@ -16,7 +16,7 @@ namespace json = boost::json;
 
 void checkpoint_save(
     const std::string& dir, const Model& model, const Optimizer& optimizer, const Normalizer& normalizer,
-    const at::Generator& generator, const TrainingCounters& c) {
+    const at::Generator& generator, const TrainingCounters& c, const std::vector<at::Tensor>& rank_rng_states) {
   const fs::path final_dir(dir);
   const fs::path tmp = final_dir.string() + ".tmp";
   std::error_code ec;
@@ -31,6 +31,9 @@ void checkpoint_save(
                      {"device_seconds", c.device_seconds},
                      {"normalizer", normalizer.state()}};
   TensorMap trainer{{"rng_state", generator.get_state()}};
+  for (std::size_t r = 1; r < rank_rng_states.size(); ++r) {
+    trainer["rng_state.rank" + std::to_string(r)] = rank_rng_states[r];
+  }
   safetensors_save((tmp / "trainer.safetensors").string(), trainer, {{"state", json::serialize(state)}});
   // rename() cannot replace a non-empty folder: an existing checkpoint of this epoch is moved
   // aside first, so that at every moment one whole copy sits under a name a resume accepts or
@@ -47,7 +50,8 @@ void checkpoint_save(
 }
 
 TrainingCounters checkpoint_load(
-    const std::string& dir, Model& model, Optimizer* optimizer, Normalizer* normalizer, at::Generator* generator) {
+    const std::string& dir, Model& model, Optimizer* optimizer, Normalizer* normalizer, at::Generator* generator,
+    int rank) {
   if (!fs::is_directory(dir)) throw FileError(dir, "checkpoint folder not found");
   const std::string model_file = (fs::path(dir) / "model.safetensors").string();
   model.load_state_dict(safetensors_load(model_file), /*strict=*/false, model_file);
@@ -72,8 +76,12 @@ TrainingCounters checkpoint_load(
   }
   if (normalizer) normalizer->load_state(state.at("normalizer"));
   if (generator) {
-    auto it = trainer.find("rng_state");
-    if (it == trainer.end()) throw FileError(f, "lacks the tensor 'rng_state'");
+    const std::string key = rank == 0 ? "rng_state" : "rng_state.rank" + std::to_string(rank);
+    auto it = trainer.find(key);
+    if (it == trainer.end()) {
+      throw FileError(f, "lacks the tensor '" + key + "'" +
+                             (rank == 0 ? "" : " (written by a run of fewer processes than this one)"));
+    }
     generator->set_state(it->second);
   }
   return c;

@@ -13,4 +13,9 @@ PluginLoadError::PluginLoadError(std::string path, const std::string& message)
 FileError::FileError(std::string path, const std::string& message)
     : Error(path + ": " + message), path_(std::move(path)) {}
 
+DistributedError::DistributedError(int rank, int world_size, std::string op, const std::string& message)
+    : Error("rank " + std::to_string(rank) + " of " + std::to_string(world_size) + ": " + op + ": " + message),
+      rank_(rank),
+      op_(std::move(op)) {}
+
 }  // namespace sdpo

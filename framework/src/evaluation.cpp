@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "sdpo/decoder.h"
+#include "sdpo/distributed.h"
 #include "sdpo/error.h"
 #include "sdpo/image_io.h"
 #include "sdpo/model.h"
@@ -58,7 +59,7 @@ std::vector<std::string> evaluation_prompts(const Manifest& m, const Components&
   return set;
 }
 
-EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device) {
+EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device, Distributed* dist) {
   TORCH_CHECK(c.reward, "evaluation needs a reward");
   const auto& e = m.eval;
   const std::vector<std::string> set = evaluation_prompts(m, c);
@@ -72,24 +73,60 @@ EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device) 
   }
   EvalResult r;
   const std::int64_t grid_rows = std::min<std::int64_t>(m.output.grid_prompts, static_cast<std::int64_t>(set.size()));
+  // This rank's share: every world-th image from its rank on (strided, so rank 0 always holds
+  // image 0 and the grid keeps its row order when put back together).
+  const std::size_t world = dist ? static_cast<std::size_t>(dist->world_size()) : 1;
+  const std::size_t rank = dist ? static_cast<std::size_t>(dist->rank()) : 0;
+  std::vector<std::string> my_prompts;
+  std::vector<std::int64_t> my_seeds;
+  for (std::size_t i = rank; i < prompts.size(); i += world) {
+    my_prompts.push_back(prompts[i]);
+    my_seeds.push_back(seeds[i]);
+  }
   std::vector<at::Tensor> columns;
   for (auto steps : e.steps) {
-    auto images = generate_images(c, prompts, seeds, steps, device);
-    at::Tensor scores;
-    {
+    at::Tensor images, scores;
+    if (!my_prompts.empty()) {
+      images = generate_images(c, my_prompts, my_seeds, steps, device);
       at::NoGradGuard no_grad;
-      scores = c.reward->score(images, prompts).to(at::kDouble).cpu();
+      scores = c.reward->score(images, my_prompts).to(at::kDouble).cpu();
+    } else {
+      scores = at::empty({0}, at::kDouble);
+    }
+    at::Tensor grid_part;  // (rows, 3, H, W): this rank's images among the first grid_rows
+    if (dist) {
+      scores = at::cat(dist->all_gather(scores.reshape({-1}), "evaluation rewards"), 0);
+      // Images travel flat (a rank may hold none, and then knows no image shape).
+      const auto mine = static_cast<std::int64_t>(grid_rows > static_cast<std::int64_t>(rank)
+                                                       ? (static_cast<std::size_t>(grid_rows) - rank + world - 1) / world
+                                                       : 0);
+      at::Tensor flat = mine > 0 ? images.slice(0, 0, mine).to(at::kFloat).cpu().reshape({-1}) : at::empty({0}, at::kFloat);
+      auto parts = dist->all_gather(flat, "evaluation images");
+      if (dist->is_main()) {
+        auto shape = images.sizes().vec();  // rank 0 holds image 0
+        shape[0] = -1;
+        std::vector<at::Tensor> rows;
+        for (std::int64_t i = 0; i < grid_rows; ++i) {
+          const auto w = static_cast<std::int64_t>(world);
+          rows.push_back(parts[static_cast<std::size_t>(i % w)].view(shape)[i / w]);
+        }
+        grid_part = at::stack(rows, 0);
+      }
+    } else {
+      grid_part = images.slice(0, 0, grid_rows).cpu();
     }
     if (!at::isfinite(scores).all().item<bool>()) {
       throw NumericError("reward '" + m.reward.name + "' produced NaN or Inf during evaluation at " +
                          std::to_string(steps) + " steps");
     }
     r.per_steps[steps] = {scores.mean().item<double>(), scores.std(false).item<double>(), scores.size(0)};
-    columns.push_back(images.slice(0, 0, grid_rows).cpu());
+    if (grid_part.defined()) columns.push_back(grid_part);
   }
   // Grid: one row per prompt, one column per step count.
-  auto stacked = at::stack(columns, 1);  // (rows, n_steps, 3, H, W)
-  r.grid = image_grid(stacked.flatten(0, 1), static_cast<std::int64_t>(columns.size()), 2, 2);
+  if (!columns.empty()) {
+    auto stacked = at::stack(columns, 1);  // (rows, n_steps, 3, H, W)
+    r.grid = image_grid(stacked.flatten(0, 1), static_cast<std::int64_t>(columns.size()), 2, 2);
+  }
   return r;
 }
 

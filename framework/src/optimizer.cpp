@@ -48,6 +48,10 @@ void Optimizer::zero_grad() {
   }
 }
 
+void Optimizer::set_gradient_hook(std::function<void(const std::vector<at::Tensor>&)> hook) {
+  gradient_hook_ = std::move(hook);
+}
+
 bool Optimizer::micro_step() { return micro_step(options_.gradient_accumulation); }
 
 bool Optimizer::flush() {
@@ -58,6 +62,7 @@ bool Optimizer::flush() {
 bool Optimizer::micro_step(std::int64_t accumulation) {
   if (++pending_ < accumulation) return false;
   pending_ = 0;
+  if (gradient_hook_) gradient_hook_(impl_->params);
   // Global L2 norm over all gradients, then one scale factor (torch.nn.utils.clip_grad_norm_).
   std::vector<at::Tensor> norms;
   for (auto& p : impl_->params) {

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <torch/csrc/api/include/torch/version.h>
 
+#include "data_parallel.h"
 #include "progress.h"
 #include "sdpo/algorithm.h"
 #include "sdpo/checkpoint.h"
@@ -22,6 +23,7 @@
 #include "sdpo/components.h"
 #include "sdpo/decoder.h"
 #include "sdpo/dense_reward.h"
+#include "sdpo/distributed.h"
 #include "sdpo/error.h"
 #include "sdpo/evaluation.h"
 #include "sdpo/image_io.h"
@@ -43,32 +45,6 @@ namespace sdpo {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Concatenates per-batch tensors along N. For paired buffers each part holds [a rows; b rows];
-// the result keeps that layout over the whole epoch: [all a rows; all b rows].
-at::Tensor cat_rows(const std::vector<at::Tensor>& parts, bool paired) {
-  if (!parts.front().defined()) return at::Tensor();
-  if (!paired) return at::cat(parts, 0);
-  std::vector<at::Tensor> a, b;
-  for (const auto& p : parts) {
-    auto half = p.size(0) / 2;
-    a.push_back(p.slice(0, 0, half));
-    b.push_back(p.slice(0, half));
-  }
-  a.insert(a.end(), b.begin(), b.end());
-  return at::cat(a, 0);
-}
-
-std::vector<std::string> cat_prompts(const std::vector<std::vector<std::string>>& parts, bool paired) {
-  std::vector<std::string> a, b;
-  for (const auto& p : parts) {
-    auto half = paired ? p.size() / 2 : p.size();
-    a.insert(a.end(), p.begin(), p.begin() + static_cast<long>(half));
-    b.insert(b.end(), p.begin() + static_cast<long>(half), p.end());
-  }
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
 
 std::string now_iso() {
   std::time_t t = std::time(nullptr);
@@ -132,11 +108,27 @@ struct Trainer::Impl {
   std::map<std::string, double> last_eval;
   c10::Device device{at::kCPU};
   std::int64_t resumed_from = 0;
+  /// The process group when WORLD_SIZE > 1 (sdpo/distributed.h), else null: one process, today's
+  /// run. Rank r samples from its own stream rank_seed(train.seed, r); only rank 0 writes.
+  std::shared_ptr<Distributed> dist;
+  /// TrainerOptions::sampling_ranks: the streams of the simulated ranks 1..n-1.
+  std::vector<at::Generator> simulated_rank_gens;
+  double device_seconds_base = 0;  ///< with dist: device_seconds of the checkpoint resumed from
+
+  bool writes() const { return !dist || dist->is_main(); }
+  void run();  // Trainer::run() without the failure report
 
   // Continues the run folder from checkpoint `resumed_from` (TrainerOptions::resume): the
   // manifest must be the run's up to resume_free_keys(); then the training state is restored
   // and the run file rolled back to that epoch, so the epochs after it are re-run and re-logged
   // exactly as an unbroken run would have.
+  // A rank other than 0 only restores the training state (its own random stream included); the
+  // run folder is rank 0's.
+  void resume_state_only() {
+    counters = checkpoint_load(checkpoint_dir(dir, resumed_from), *c.model, optimizer.get(), c.normalizer.get(), &gen,
+                               dist->rank());
+  }
+
   void resume() {
     const std::string run_path = (fs::path(dir) / "run.h5").string();
     if (resumed_from > m.train.epochs) {
@@ -176,10 +168,29 @@ struct Trainer::Impl {
               << m.train.epochs << "\n";
   }
 
+  // Collective with several ranks (every rank calls it at the same points): device_seconds is
+  // then the sum over the ranks, wall_seconds rank 0's.
   void tick_clocks() {
     counters.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
     // Process CPU time on the CPU (all threads); synchronized wall time on a CUDA device.
-    counters.device_seconds = device_clock->seconds();
+    if (!dist) {
+      counters.device_seconds = device_clock->seconds();
+      return;
+    }
+    auto t = at::full({1}, device_clock->seconds(), at::TensorOptions().dtype(at::kDouble));
+    dist->all_reduce_sum(t, "device seconds");
+    counters.device_seconds = device_seconds_base + t.item<double>();
+  }
+
+  // Checkpoint: rank 0 writes it, with every rank's random stream (gathered: a collective).
+  void save_checkpoint() {
+    tick_clocks();
+    std::vector<at::Tensor> rng_states;
+    if (dist) rng_states = dist->all_gather(gen.get_state().unsqueeze(0), "random states");
+    if (!writes()) return;
+    for (auto& t : rng_states) t = t.squeeze(0);
+    checkpoint_save(checkpoint_dir(dir, counters.epoch), *c.model, *optimizer, *c.normalizer, gen, counters,
+                    rng_states);
   }
 
   std::map<std::string, double> counter_row() {
@@ -189,19 +200,21 @@ struct Trainer::Impl {
             {"reward_queries", static_cast<double>(counters.reward_queries)},
             {"wall_seconds", counters.wall_seconds},
             {"device_seconds", counters.device_seconds},
-            {"devices", 1.0}};  // one process, one device (scale-out is DESIGN.md section 9)
+            {"devices", static_cast<double>(dist ? dist->world_size() : 1)}};  // one device per process
   }
 
+  // Every rank evaluates its share (evaluation.h); rank 0 logs and draws the grid.
   void evaluate() {
-    EvalResult r = evaluate_model(m, c, device);
+    EvalResult r = evaluate_model(m, c, device, dist.get());
     for (const auto& [steps, stats] : r.per_steps) {
       auto row = counter_row();
       row["reward_mean"] = stats.mean;
       row["reward_std"] = stats.std;
       row["images"] = static_cast<double>(stats.count);
-      file->append_row("eval/steps_" + std::to_string(steps), row);
+      if (file) file->append_row("eval/steps_" + std::to_string(steps), row);
       last_eval["steps_" + std::to_string(steps)] = stats.mean;
     }
+    if (!writes()) return;
     std::string png = (fs::path(dir) / ("samples_epoch_" + std::to_string(counters.epoch) + ".png")).string();
     png_write(png, r.grid);
     std::ostringstream s;
@@ -214,29 +227,33 @@ struct Trainer::Impl {
   // One draw per epoch, not per batch: an epoch's buffer then holds one trajectory length, and
   // every algorithm's update (its shuffles, accumulation and final flush over the epoch) and the
   // normalizer's batch statistics stay what they are at a fixed T.
+  // With several ranks every rank draws from its own stream (so that each stream advances as in
+  // a one-process run) and all take rank 0's draw: the ranks' buffers must have one T.
   std::int64_t trajectory_steps() {
     const auto& choices = m.sample.step_choices;
     if (choices.size() <= 1) return m.sample.steps;
     const auto n = static_cast<std::int64_t>(choices.size());
-    const auto i = at::randint(n, {1}, gen, at::TensorOptions().dtype(at::kLong)).item<std::int64_t>();
-    return choices[static_cast<std::size_t>(i)];
+    const auto draw = [&](at::Generator& g) {
+      return at::randint(n, {1}, g, at::TensorOptions().dtype(at::kLong)).item<std::int64_t>();
+    };
+    auto i = at::full({1}, draw(gen), at::TensorOptions().dtype(at::kLong));
+    for (auto& g : simulated_rank_gens) draw(g);
+    if (dist) dist->broadcast(i, 0, "trajectory steps");
+    return choices[static_cast<std::size_t>(i.item<std::int64_t>())];
   }
 
-  void train_epoch() {
+  // Steps 1-3 of one epoch for one rank, every random draw from `gen`: the buffer up to its dense
+  // and final rewards (no returns, no advantages yet). Adds the reward queries to `queries`.
+  RolloutBuffer sample_epoch(at::Generator& gen, std::int64_t T, EpochTimes& times, Progress* bar,
+                             std::int64_t& queries) {
     const auto spec = c.algorithm->spec();
     const auto& pool = c.prompts->train_prompts();
-    const std::int64_t B = m.train.batch_size, T = trajectory_steps();
+    const std::int64_t B = m.train.batch_size;
     const auto shape = c.model->latent_shape();
     std::vector<std::int64_t> noise_shape{B};
     noise_shape.insert(noise_shape.end(), shape.begin(), shape.end());
-
-    Progress bar(m.output.progress, "epoch " + std::to_string(counters.epoch + 1) + "/" + std::to_string(m.train.epochs),
-                 m.train.batches_per_epoch + 1);
     std::vector<std::vector<std::string>> prompt_parts;
     std::vector<at::Tensor> cond_p, ts_p, lat_p, next_p, lp_p, x0_p, steps_p, q_p, sim_p, anchor_p, dense_p;
-    std::int64_t queries = 0;
-    EpochTimes times;
-    const auto epoch_start = std::chrono::steady_clock::now();
     for (std::int64_t batch = 0; batch < m.train.batches_per_epoch; ++batch) {
       at::NoGradGuard no_grad;
       PhaseTimer sampling(times.sampling, device);
@@ -303,7 +320,7 @@ struct Trainer::Impl {
       sim_p.push_back(plan.similarities);
       anchor_p.push_back(plan.anchor);
       dense_p.push_back(dense);
-      bar.tick("sampled " + std::to_string(batch + 1));
+      if (bar) bar->tick("sampled " + std::to_string(batch + 1));
     }
     PhaseTimer preparing(times.prepare, device);
     const bool paired = spec.paired;
@@ -323,24 +340,63 @@ struct Trainer::Impl {
     buf.anchor_step = cat_rows(anchor_p, paired);
     buf.dense_rewards = cat_rows(dense_p, paired);
     buf.final_rewards = buf.dense_rewards.select(1, T - 1).clone();
-    // 4. dense rewards -> returns -> advantages.
-    buf.returns = returns_discounted(buf.dense_rewards, spec.gamma);
-    buf.advantages = c.normalizer->normalize(buf.returns, buf.prompts);
-    check_finite(buf.advantages, "normalizer '" + m.normalizer.name + "'", counters.epoch + 1);
+    return buf;
+  }
+
+  void train_epoch() {
+    const auto spec = c.algorithm->spec();
+    Progress bar(m.output.progress, "epoch " + std::to_string(counters.epoch + 1) + "/" + std::to_string(m.train.epochs),
+                 m.train.batches_per_epoch + 1);
+    std::int64_t queries = 0;
+    EpochTimes times;
+    const auto epoch_start = std::chrono::steady_clock::now();
+    const std::int64_t T = trajectory_steps();
+    RolloutBuffer buf = sample_epoch(gen, T, times, &bar, queries);
+    if (!simulated_rank_gens.empty()) {  // TrainerOptions::sampling_ranks: the union of the ranks' epochs
+      std::vector<RolloutBuffer> parts{std::move(buf)};
+      for (auto& g : simulated_rank_gens) parts.push_back(sample_epoch(g, T, times, nullptr, queries));
+      buf = merge_rollouts(parts);
+    }
+    PhaseTimer preparing(times.prepare, device);
+    // 4. dense rewards -> returns -> advantages. With several ranks the normalizer sees every
+    // rank's returns (gathered in the union layout, data_parallel.h), so that its per-prompt
+    // statistics and state are the same on every rank; each rank keeps its own rows.
+    at::Tensor all_dense = buf.dense_rewards;  // the epoch's rewards over all ranks, for the log
+    if (dist) {
+      auto g = gather_rewards(buf, c.prompts->train_prompts(), *dist);
+      all_dense = g.dense_rewards;
+      auto returns = returns_discounted(all_dense, spec.gamma);
+      auto advantages = c.normalizer->normalize(returns, g.prompts);
+      check_finite(advantages, "normalizer '" + m.normalizer.name + "'", counters.epoch + 1);
+      buf.returns = rank_rows(returns, dist->rank(), dist->world_size(), buf.paired);
+      buf.advantages = rank_rows(advantages, dist->rank(), dist->world_size(), buf.paired);
+    } else {
+      buf.returns = returns_discounted(buf.dense_rewards, spec.gamma);
+      buf.advantages = c.normalizer->normalize(buf.returns, buf.prompts);
+      check_finite(buf.advantages, "normalizer '" + m.normalizer.name + "'", counters.epoch + 1);
+    }
     preparing.stop();
 
-    // 5. the algorithm's updates.
+    // 5. the algorithm's updates (gradients all-reduced at each optimizer step: see the
+    // constructor's gradient hook).
     UpdateContext ctx{*c.model, *c.sampler, *optimizer, gen, counters.epoch + 1, m.train.train_batch_size,
                       reference.get()};
     Metrics metrics = timed(times.update, device, [&] { return c.algorithm->update(buf, ctx); });
     bar.tick("updated");
 
     counters.epoch += 1;
-    counters.samples += buf.size();
+    if (dist) {
+      metrics = mean_over_ranks(metrics, *dist);
+      auto q = at::full({1}, queries, at::TensorOptions().dtype(at::kLong));
+      dist->all_reduce_sum(q, "reward queries");
+      queries = q.item<std::int64_t>();
+    }
+    counters.samples += all_dense.size(0);
     counters.reward_queries += queries;
     auto row = counter_row();
     for (const auto& [k, v] : metrics) row[k] = v;
-    auto first = buf.dense_rewards.select(1, 0).to(at::kDouble), last = buf.final_rewards.to(at::kDouble);
+    auto first = all_dense.select(1, 0).to(at::kDouble),
+         last = (dist ? all_dense.select(1, T - 1) : buf.final_rewards).to(at::kDouble);
     row["reward_first_mean"] = first.mean().item<double>();
     row["reward_first_std"] = first.std(false).item<double>();
     row["reward_last_mean"] = last.mean().item<double>();
@@ -352,8 +408,9 @@ struct Trainer::Impl {
     row["time_reward"] = times.reward;
     row["time_prepare"] = times.prepare;
     row["time_update"] = times.update;
-    file->append_row("train", row);
-    if (m.output.save_trajectories) {
+    if (file) file->append_row("train", row);
+    // Trajectories of rank 0's own rows only (every rank's would be world_size times the data).
+    if (file && m.output.save_trajectories) {
       std::map<std::string, at::Tensor> arrays{
           {"queried_rewards", buf.queried_rewards}, {"query_steps", buf.query_steps},
           {"dense_rewards", buf.dense_rewards},     {"returns", buf.returns},
@@ -381,10 +438,24 @@ Trainer::Trainer(Manifest manifest, TrainerOptions options) : impl_(std::make_un
   s.m = std::move(manifest);
   s.opts = std::move(options);
   s.device = c10::Device(s.m.device);
+  s.dist = Distributed::from_env(s.device);
+  if (s.dist && s.device.is_cuda() && !s.device.has_index()) {
+    // One GPU per process: "cuda" means this machine's LOCAL_RANK-th.
+    s.m.device = "cuda:" + std::to_string(s.dist->local_rank());
+    s.device = c10::Device(s.m.device);
+  }
+  if (s.dist && s.opts.sampling_ranks > 1) {
+    throw Error("TrainerOptions::sampling_ranks simulates ranks in one process; it cannot be combined with WORLD_SIZE > 1");
+  }
   s.dir = s.opts.output_dir.empty() ? (fs::path(s.m.output.dir) / s.m.name).string() : s.opts.output_dir;
   s.c = build_components(s.m, ComponentSet::kTraining);
   if (s.m.eval.every > 0) evaluation_prompts(s.m, s.c);  // an empty set fails here, not after an epoch
   s.optimizer = std::make_unique<Optimizer>(s.c.model->trainable_parameters(), s.m.train.optimizer);
+  if (s.dist) {
+    // Data parallel: each update applies the mean of the ranks' accumulated gradients.
+    auto* dist = s.dist.get();
+    s.optimizer->set_gradient_hook([dist](const std::vector<at::Tensor>& p) { dist->all_reduce_gradients(p); });
+  }
   if (s.c.algorithm->spec().needs_reference_model) {
     s.reference = make_reference_model(s.c.model, s.m.model, s.device);
   }
@@ -392,7 +463,11 @@ Trainer::Trainer(Manifest manifest, TrainerOptions options) : impl_(std::make_un
     s.c.model = s.opts.wrap_model(s.c.model);
     if (s.reference) s.reference = s.opts.wrap_model(s.reference);
   }
-  s.gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(s.m.train.seed));
+  s.gen = at::make_generator<at::CPUGeneratorImpl>(rank_seed(s.m.train.seed, s.dist ? s.dist->rank() : 0));
+  for (std::int64_t r = 1; r < s.opts.sampling_ranks; ++r) {
+    s.simulated_rank_gens.push_back(
+        at::make_generator<at::CPUGeneratorImpl>(rank_seed(s.m.train.seed, static_cast<int>(r))));
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -403,13 +478,33 @@ const std::map<std::string, double>& Trainer::last_eval() const { return impl_->
 std::int64_t Trainer::resumed_from() const { return impl_->resumed_from; }
 
 void Trainer::run() {
-  auto& s = *impl_;
-  fs::create_directories(s.dir);
+  try {
+    impl_->run();
+  } catch (const std::exception& e) {
+    // Peers blocked in a collective then say which rank stopped and why (distributed.h).
+    if (impl_->dist) impl_->dist->report_failure(e.what());
+    throw;
+  }
+}
+
+void Trainer::Impl::run() {
+  auto& s = *this;
+  if (s.writes()) fs::create_directories(s.dir);
   const std::string run_path = (fs::path(s.dir) / "run.h5").string();
   s.resumed_from = s.opts.resume ? last_checkpoint_epoch(s.dir) : 0;
+  if (s.dist) {
+    // Rank 0's folder decides; no rank reads it after rank 0 has moved on (this is a sync point).
+    auto from = at::full({1}, s.resumed_from, at::TensorOptions().dtype(at::kLong));
+    s.dist->broadcast(from, 0, "resume epoch");
+    s.resumed_from = from.item<std::int64_t>();
+  }
   if (s.resumed_from > 0) {
-    s.resume();
-  } else {
+    if (s.writes()) {
+      s.resume();
+    } else {
+      s.resume_state_only();
+    }
+  } else if (s.writes()) {
     if (s.opts.resume && fs::exists(run_path)) {
       std::cerr << "no complete checkpoint in " << s.dir << ": starting the run afresh\n";
     }
@@ -423,32 +518,35 @@ void Trainer::run() {
                    {"device", s.m.device},
                    {"started_at", now_iso()}}));
   }
-  {
+  if (s.writes()) {
     std::ofstream mf(fs::path(s.dir) / "manifest.json");
     mf << s.m.text() << "\n";
   }
+  if (s.dist) {
+    // As DDP does at construction: every rank starts from rank 0's weights, whatever it loaded.
+    at::NoGradGuard no_grad;
+    for (auto& p : s.c.model->trainable_parameters()) s.dist->broadcast(p, 0, "initial weights");
+  }
   // The clocks continue from the checkpoint's counters, so wall_seconds and device_seconds stay
-  // cumulative over the pieces of a resumed run.
+  // cumulative over the pieces of a resumed run. With several ranks each rank's clock starts at
+  // 0 and tick_clocks() adds their sum to the checkpoint's.
   s.wall_start = std::chrono::steady_clock::now() -
                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                      std::chrono::duration<double>(s.counters.wall_seconds));
-  s.device_clock = std::make_unique<DeviceClock>(s.device, s.counters.device_seconds);
+  s.device_seconds_base = s.counters.device_seconds;
+  s.device_clock = std::make_unique<DeviceClock>(s.device, s.dist ? 0.0 : s.counters.device_seconds);
   bool epoch_done = false;
   try {
     if (s.resumed_from == 0) {
       if (evaluates_at(s.m, 0)) s.evaluate();
-      s.file->flush();
+      if (s.file) s.file->flush();
     }
     for (std::int64_t e = s.counters.epoch; e < s.m.train.epochs; ++e) {
       s.train_epoch();
       const bool last = s.counters.epoch == s.m.train.epochs;
       if (evaluates_at(s.m, s.counters.epoch)) s.evaluate();
-      s.file->flush();
-      if (s.counters.epoch % s.m.train.checkpoint_every == 0 || last) {
-        s.tick_clocks();
-        checkpoint_save(checkpoint_dir(s.dir, s.counters.epoch), *s.c.model, *s.optimizer, *s.c.normalizer, s.gen,
-                        s.counters);
-      }
+      if (s.file) s.file->flush();
+      if (s.counters.epoch % s.m.train.checkpoint_every == 0 || last) s.save_checkpoint();
       if (s.opts.on_epoch) {
         epoch_done = true;  // an exception from the callback comes after a complete epoch
         s.opts.on_epoch(s.counters);
@@ -456,16 +554,20 @@ void Trainer::run() {
       }
     }
   } catch (const std::exception& e) {
-    s.file->flush();
-    s.file.reset();
+    if (s.file) {
+      s.file->flush();
+      s.file.reset();
+    }
     const std::string when = epoch_done ? "after epoch " + std::to_string(s.counters.epoch)
                                         : "during epoch " + std::to_string(s.counters.epoch + 1);
     throw Error("run '" + s.m.name + "' stopped " + when + ": " + e.what() +
                 " (run file " + run_path + " holds every completed epoch; " +
                 "checkpoints in " + (fs::path(s.dir) / "checkpoints").string() + ")");
   }
-  s.file->flush();
-  s.file.reset();
+  if (s.file) {
+    s.file->flush();
+    s.file.reset();
+  }
 }
 
 }  // namespace sdpo

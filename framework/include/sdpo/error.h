@@ -51,6 +51,20 @@ class SDPO_API FileError : public Error {
   std::string path_;
 };
 
+/// A multi-process run (sdpo/distributed.h) cannot go on: the rendezvous or a collective failed
+/// or timed out, typically because another rank died or hung.
+/// Message: "rank <r> of <n>: <op>: <what happened, naming the ranks that stopped when known>".
+class SDPO_API DistributedError : public Error {
+ public:
+  DistributedError(int rank, int world_size, std::string op, const std::string& message);
+  int rank() const { return rank_; }
+  const std::string& op() const { return op_; }
+
+ private:
+  int rank_;
+  std::string op_;
+};
+
 /// A NaN or Inf appeared where the run cannot continue (reward, loss, gradient).
 class SDPO_API NumericError : public Error {
  public:

@@ -15,6 +15,8 @@
 
 namespace sdpo {
 
+class Distributed;
+
 struct RewardStats {
   double mean = 0, std = 0;
   std::int64_t count = 0;
@@ -37,6 +39,11 @@ at::Tensor generate_images(
 std::vector<std::string> evaluation_prompts(const Manifest& m, const Components& c);
 
 /// Evaluates at every m.eval.steps on the manifest's evaluation prompts x m.eval.seeds seeds.
-EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device);
+/// With a process group (sdpo/distributed.h) every rank calls it: rank r generates and scores
+/// images r, r + n, r + 2n, ... of the list (n ranks), the scores and the grid's images are
+/// all-gathered, and every rank returns the statistics of all of them; the grid is set on rank 0
+/// only. (A rank's images draw their step noise from their own first seed, so the numbers of a
+/// multi-rank evaluation are not bit-identical to a one-process one.)
+EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device, Distributed* dist = nullptr);
 
 }  // namespace sdpo

@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,11 @@ class Optimizer {
   std::int64_t updates() const { return updates_; }
   const OptimizerOptions& options() const { return options_; }
   void zero_grad();
+  /// Called at every update with the parameters, once their micro-batch gradients are summed and
+  /// before the gradient norm is taken, clipped and applied: the trainer all-reduces the gradients
+  /// across data-parallel ranks here (sdpo/distributed.h), so every rank clips and steps the same
+  /// mean gradient. Unset (one process): nothing happens.
+  void set_gradient_hook(std::function<void(const std::vector<at::Tensor>&)> hook);
 
   /// Optimizer state as named tensors (moments, step counts) for checkpoints.
   TensorMap state_dict() const;
@@ -58,6 +64,7 @@ class Optimizer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   OptimizerOptions options_;
+  std::function<void(const std::vector<at::Tensor>&)> gradient_hook_;
   std::int64_t pending_ = 0;
   std::int64_t updates_ = 0;
   double last_grad_norm_ = 0.0;

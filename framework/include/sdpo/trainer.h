@@ -25,6 +25,12 @@ namespace sdpo {
 
 class Model;
 
+/// Data parallel (docs/distributed.md): when the environment names a process group (WORLD_SIZE >
+/// 1, sdpo/distributed.h) every rank runs the same Trainer on its own prompts and noise (its own
+/// random stream); rewards are all-gathered before the normalizer, gradients all-reduced before
+/// every optimizer step, evaluation split across the ranks; only rank 0 writes the run folder.
+/// Without it nothing changes.
+
 /// Wall seconds of one training epoch and of its phases; the phases are also logged per epoch as
 /// the train curves time_sampling, time_decode, time_reward, time_prepare and time_update. On a
 /// CUDA device the timers synchronize it at phase boundaries; on the CPU they only read a clock.
@@ -60,6 +66,12 @@ struct TrainerOptions {
   std::function<std::shared_ptr<Model>(std::shared_ptr<Model>)> wrap_model;
   /// Called at the end of every training epoch (before evaluation and checkpoint) with its times.
   std::function<void(const EpochTimes&)> on_epoch_times;
+  /// Test hook (tests/integration/distributed_test.cpp): in one process, sample every epoch as
+  /// `sampling_ranks` data-parallel ranks would (rank r's batches from rank r's random stream,
+  /// sdpo/distributed.h's rank_seed) and train on their union, laid out as the ranks' rewards are
+  /// gathered. With train.train_batch_size scaled by the same factor, its first update is that of
+  /// `sampling_ranks` processes (up to float rounding). 1: an ordinary run.
+  std::int64_t sampling_ranks = 1;
 };
 
 class Trainer {
