@@ -225,6 +225,10 @@ TEST(SDUNetModule, SD15LayoutHasConvProjectionsAndCondProj) {
   // same count, and the 768-d text states shrink every attn2 to_k/to_v by 256 columns.
   const std::int64_t text_shrink = 2 * 256 * (2 * 320 + 2 * 640 + 2 * 1280 + 1280 + 3 * 1280 + 3 * 640 + 3 * 320);
   EXPECT_EQ(nn::parameter_count(*unet), 865910724 + 320 * 256 - text_shrink);
+  // The same number from the other side: the SD v1.x UNet's published count, 859,520,964
+  // (runwayml/stable-diffusion-v1-5's unet, "859.52M"), plus LCM_Dreamshaper_v7's bias-free
+  // cond_proj 256 -> 320.
+  EXPECT_EQ(nn::parameter_count(*unet), 859520964 + 256 * 320);
 }
 
 TEST(SDUNetModule, TimestepFeaturesMatchHandComputedValues) {
