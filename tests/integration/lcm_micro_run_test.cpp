@@ -1,13 +1,18 @@
 // End-to-end micro runs with the `lcm` sampler (research/algorithms.md 5.2, 7.7): SDPO, DDPO and
-// REBEL train 2 epochs on the micro world of micro_run_test.cpp (manifest `--set sampler.name=lcm`)
-// with finite losses, and log their reward queries: 3 per trajectory for SDPO (on the steps'
-// `denoised`), 1 per trajectory for the final-image baselines.
+// REBEL train 2 epochs on a micro consistency model (the micro world's model of micro_run_test.cpp
+// distilled for 2 steps by `sdpo pretrain`'s latent consistency distillation, the way the toy one
+// is made) with finite losses, and log their reward queries: 3 per trajectory for SDPO (on the
+// steps' `denoised`), 1 per trajectory for the final-image baselines.
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include <sstream>
+
 #include "sdpo/manifest.h"
+#include "sdpo/pretrain.h"
 #include "sdpo/run_file.h"
+#include "sdpo/safetensors.h"
 #include "sdpo/trainer.h"
 #include "support/test_support.h"
 
@@ -20,13 +25,35 @@ struct LCMRun {
   std::vector<double> reward_queries;   ///< cumulative reward queries after epochs 1 and 2
 };
 
+// The micro model distilled into a consistency model once per process; returns its weights file.
+const std::string& micro_consistency_model() {
+  static const std::string path = [] {
+    const std::string dir = sdpo::test::temp_dir("lcm_micro_distill");
+    const std::string text = sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "global"})",
+                                                        R"({"name": "sdpo"})");
+    const auto m = sdpo::Manifest::parse(
+        text, "micro.json",
+        {"pretrain.method=latent_consistency_distillation", "pretrain.steps=2", "pretrain.batch_size=2",
+         "pretrain.original_inference_steps=10", "pretrain.model_out=" + dir + "/lcm.safetensors"});
+    std::ostringstream log;
+    sdpo::run_pretrain(m, log);
+    return dir + "/lcm.safetensors";
+  }();
+  return path;
+}
+
 class LCMMicroRun : public testing::TestWithParam<LCMRun> {};
 
 TEST_P(LCMMicroRun, TwoEpochsWithFiniteLosses) {
   const LCMRun r = GetParam();
   auto dir = sdpo::test::temp_dir("lcm_micro");
   auto text = sdpo::test::micro_manifest(R"({"name": "colorfulness"})", r.normalizer, r.algorithm);
-  auto m = sdpo::Manifest::parse(text, "micro.json", {"sampler.name=lcm"});
+  sdpo::StringMap meta;
+  sdpo::safetensors_load(micro_consistency_model(), &meta);
+  ASSERT_EQ(meta["method"], "latent_consistency_distillation");
+  auto m = sdpo::Manifest::parse(text, "micro.json",
+                                 {"sampler.name=lcm", "sampler.options.original_inference_steps=10",
+                                  "model.options.checkpoint=" + micro_consistency_model()});
   ASSERT_EQ(m.sampler.name, "lcm");
   sdpo::Trainer(m, {dir}).run();
 
