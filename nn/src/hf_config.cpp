@@ -47,6 +47,12 @@ std::int64_t HFConfig::integer(const std::string& key, std::int64_t fallback) co
   fail(key, "expected an integer");
 }
 
+std::int64_t HFConfig::positive_integer(const std::string& key, std::int64_t fallback) const {
+  const std::int64_t v = integer(key, fallback);
+  if (v < 1) fail(key, "expected a positive integer, got " + std::to_string(v));
+  return v;
+}
+
 double HFConfig::number(const std::string& key, double fallback) const {
   const auto* v = find(key);
   if (!v) return fallback;

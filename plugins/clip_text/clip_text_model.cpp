@@ -9,17 +9,12 @@ namespace sdpo::clip_text {
 
 CLIPTextConfig CLIPTextConfig::from_hf(const nn::HFConfig& hf) {
   CLIPTextConfig c;
-  auto positive = [&](const std::string& key, std::int64_t fallback) {
-    const std::int64_t v = hf.integer(key, fallback);
-    if (v < 1) hf.fail(key, "expected a positive integer, got " + std::to_string(v));
-    return v;
-  };
-  c.vocab_size = positive("vocab_size", c.vocab_size);
-  c.hidden_size = positive("hidden_size", c.hidden_size);
-  c.intermediate_size = positive("intermediate_size", c.intermediate_size);
-  c.num_hidden_layers = positive("num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = positive("num_attention_heads", c.num_attention_heads);
-  c.max_position_embeddings = positive("max_position_embeddings", c.max_position_embeddings);
+  c.vocab_size = hf.positive_integer("vocab_size", c.vocab_size);
+  c.hidden_size = hf.positive_integer("hidden_size", c.hidden_size);
+  c.intermediate_size = hf.positive_integer("intermediate_size", c.intermediate_size);
+  c.num_hidden_layers = hf.positive_integer("num_hidden_layers", c.num_hidden_layers);
+  c.num_attention_heads = hf.positive_integer("num_attention_heads", c.num_attention_heads);
+  c.max_position_embeddings = hf.positive_integer("max_position_embeddings", c.max_position_embeddings);
   c.hidden_act = hf.string("hidden_act", c.hidden_act, {"gelu", "quick_gelu"});
   c.layer_norm_eps = hf.number("layer_norm_eps", c.layer_norm_eps);
   c.eos_token_id = hf.integer("eos_token_id", c.eos_token_id);

@@ -14,18 +14,13 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.com
 
 // The vision keys of `hf` into `c`; errors name `hf`'s prefix ("vision_config.") and key.
 void read_vision_keys(const nn::HFConfig& hf, CLIPVisionConfig& c) {
-  auto positive = [&](const std::string& key, std::int64_t fallback) {
-    const std::int64_t v = hf.integer(key, fallback);
-    if (v < 1) hf.fail(key, "expected a positive integer, got " + std::to_string(v));
-    return v;
-  };
-  c.hidden_size = positive("hidden_size", c.hidden_size);
-  c.intermediate_size = positive("intermediate_size", c.intermediate_size);
-  c.num_hidden_layers = positive("num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = positive("num_attention_heads", c.num_attention_heads);
-  c.num_channels = positive("num_channels", c.num_channels);
-  c.image_size = positive("image_size", c.image_size);
-  c.patch_size = positive("patch_size", c.patch_size);
+  c.hidden_size = hf.positive_integer("hidden_size", c.hidden_size);
+  c.intermediate_size = hf.positive_integer("intermediate_size", c.intermediate_size);
+  c.num_hidden_layers = hf.positive_integer("num_hidden_layers", c.num_hidden_layers);
+  c.num_attention_heads = hf.positive_integer("num_attention_heads", c.num_attention_heads);
+  c.num_channels = hf.positive_integer("num_channels", c.num_channels);
+  c.image_size = hf.positive_integer("image_size", c.image_size);
+  c.patch_size = hf.positive_integer("patch_size", c.patch_size);
   c.hidden_act = hf.string("hidden_act", c.hidden_act, {"gelu", "quick_gelu"});
   c.layer_norm_eps = hf.number("layer_norm_eps", c.layer_norm_eps);
   if (c.hidden_size % c.num_attention_heads != 0) {

@@ -180,11 +180,6 @@ CLIPConfig open_clip_config(const nn::HFConfig& hf, const CLIPConfig& base) {
       }
     }
   };
-  auto positive = [](const nn::HFConfig& cfg, const std::string& key, std::int64_t fallback) {
-    const std::int64_t v = cfg.integer(key, fallback);
-    if (v < 1) cfg.fail(key, "expected a positive integer, got " + std::to_string(v));
-    return v;
-  };
   auto mlp_width = [](const nn::HFConfig& cfg, std::int64_t width, double fallback_ratio) {
     const double ratio = cfg.number("mlp_ratio", fallback_ratio);
     if (!(ratio > 0.0 && ratio < 1e4)) cfg.fail("mlp_ratio", "expected a positive ratio (below 1e4)");
@@ -195,7 +190,7 @@ CLIPConfig open_clip_config(const nn::HFConfig& hf, const CLIPConfig& base) {
 
   CLIPConfig c = base;
   only(hf, {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"});
-  c.vision.projection_dim = positive(hf, "embed_dim", base.projection_dim());
+  c.vision.projection_dim = hf.positive_integer("embed_dim", base.projection_dim());
   if (hf.has("quick_gelu")) {
     const std::string act = hf.boolean("quick_gelu", false) ? "quick_gelu" : "gelu";
     c.vision.hidden_act = act;
@@ -205,16 +200,16 @@ CLIPConfig open_clip_config(const nn::HFConfig& hf, const CLIPConfig& base) {
   if (std::optional<nn::HFConfig> v = hf.child("vision_cfg")) {
     only(*v, {"image_size", "layers", "width", "head_width", "patch_size", "mlp_ratio"});
     const auto& b = base.vision;
-    c.vision.image_size = positive(*v, "image_size", b.image_size);
-    c.vision.num_hidden_layers = positive(*v, "layers", b.num_hidden_layers);
-    c.vision.hidden_size = positive(*v, "width", b.hidden_size);
-    const std::int64_t head_width = positive(*v, "head_width", b.hidden_size / b.num_attention_heads);
+    c.vision.image_size = v->positive_integer("image_size", b.image_size);
+    c.vision.num_hidden_layers = v->positive_integer("layers", b.num_hidden_layers);
+    c.vision.hidden_size = v->positive_integer("width", b.hidden_size);
+    const std::int64_t head_width = v->positive_integer("head_width", b.hidden_size / b.num_attention_heads);
     if (c.vision.hidden_size % head_width != 0) {
       v->fail(
           "head_width", std::to_string(head_width) + " does not divide width " + std::to_string(c.vision.hidden_size));
     }
     c.vision.num_attention_heads = c.vision.hidden_size / head_width;
-    c.vision.patch_size = positive(*v, "patch_size", b.patch_size);
+    c.vision.patch_size = v->positive_integer("patch_size", b.patch_size);
     if (c.vision.image_size % c.vision.patch_size != 0) {
       v->fail(
           "patch_size",
@@ -227,17 +222,17 @@ CLIPConfig open_clip_config(const nn::HFConfig& hf, const CLIPConfig& base) {
   if (std::optional<nn::HFConfig> t = hf.child("text_cfg")) {
     only(*t, {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"});
     const auto& b = base.text;
-    c.text.max_position_embeddings = positive(*t, "context_length", b.max_position_embeddings);
+    c.text.max_position_embeddings = t->positive_integer("context_length", b.max_position_embeddings);
     if (c.text.max_position_embeddings < 2) t->fail("context_length", "expected at least 2 (start and end tokens)");
-    c.text.vocab_size = positive(*t, "vocab_size", b.vocab_size);
-    c.text.hidden_size = positive(*t, "width", b.hidden_size);
-    c.text.num_attention_heads = positive(*t, "heads", b.num_attention_heads);
+    c.text.vocab_size = t->positive_integer("vocab_size", b.vocab_size);
+    c.text.hidden_size = t->positive_integer("width", b.hidden_size);
+    c.text.num_attention_heads = t->positive_integer("heads", b.num_attention_heads);
     if (c.text.hidden_size % c.text.num_attention_heads != 0) {
       t->fail(
           "heads", std::to_string(c.text.num_attention_heads) + " heads do not divide width " +
                        std::to_string(c.text.hidden_size));
     }
-    c.text.num_hidden_layers = positive(*t, "layers", b.num_hidden_layers);
+    c.text.num_hidden_layers = t->positive_integer("layers", b.num_hidden_layers);
     c.text.intermediate_size = mlp_width(
         *t, c.text.hidden_size, static_cast<double>(b.intermediate_size) / static_cast<double>(b.hidden_size));
   }

@@ -28,15 +28,10 @@ torch::nn::ModuleList register_list(torch::nn::Module& parent, const std::string
 
 SDVAEConfig SDVAEConfig::from_hf(const nn::HFConfig& hf) {
   SDVAEConfig c;
-  auto positive = [&](const std::string& key, std::int64_t fallback) {
-    const std::int64_t v = hf.integer(key, fallback);
-    if (v < 1) hf.fail(key, "expected a positive integer, got " + std::to_string(v));
-    return v;
-  };
-  c.out_channels = positive("out_channels", c.out_channels);
-  c.latent_channels = positive("latent_channels", c.latent_channels);
-  c.layers_per_block = positive("layers_per_block", c.layers_per_block);
-  c.norm_num_groups = positive("norm_num_groups", c.norm_num_groups);
+  c.out_channels = hf.positive_integer("out_channels", c.out_channels);
+  c.latent_channels = hf.positive_integer("latent_channels", c.latent_channels);
+  c.layers_per_block = hf.positive_integer("layers_per_block", c.layers_per_block);
+  c.norm_num_groups = hf.positive_integer("norm_num_groups", c.norm_num_groups);
   c.block_out_channels = hf.integers("block_out_channels", c.block_out_channels);
   if (c.block_out_channels.empty()) hf.fail("block_out_channels", "expected at least one block");
   for (std::int64_t ch : c.block_out_channels) {

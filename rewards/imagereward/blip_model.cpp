@@ -69,16 +69,11 @@ BLIPVisionConfig BLIPVisionConfig::from_hf(const nn::HFConfig& hf) {
     }
   }
   BLIPVisionConfig c;
-  auto positive = [&](const std::string& key, std::int64_t fallback) {
-    const std::int64_t v = hf.integer(key, fallback);
-    if (v < 1) hf.fail(key, "expected a positive integer, got " + std::to_string(v));
-    return v;
-  };
-  c.img_size = positive("img_size", c.img_size);
-  c.patch_size = positive("patch_size", c.patch_size);
-  c.embed_dim = positive("embed_dim", c.embed_dim);
-  c.depth = positive("depth", c.depth);
-  c.num_heads = positive("num_heads", c.num_heads);
+  c.img_size = hf.positive_integer("img_size", c.img_size);
+  c.patch_size = hf.positive_integer("patch_size", c.patch_size);
+  c.embed_dim = hf.positive_integer("embed_dim", c.embed_dim);
+  c.depth = hf.positive_integer("depth", c.depth);
+  c.num_heads = hf.positive_integer("num_heads", c.num_heads);
   c.mlp_ratio = hf.number("mlp_ratio", c.mlp_ratio);
   if (!(c.mlp_ratio > 0.0) || c.mlp_hidden() < 1) hf.fail("mlp_ratio", "expected a positive number");
   if (c.embed_dim % c.num_heads != 0) {
@@ -100,17 +95,12 @@ MedConfig MedConfig::from_hf(const nn::HFConfig& hf) {
         "add_cross_attention", "ImageReward's text encoder cross-attends to the image in every layer: expected true");
   }
   MedConfig c;
-  auto positive = [&](const std::string& key, std::int64_t fallback) {
-    const std::int64_t v = hf.integer(key, fallback);
-    if (v < 1) hf.fail(key, "expected a positive integer, got " + std::to_string(v));
-    return v;
-  };
-  c.hidden_size = positive("hidden_size", c.hidden_size);
-  c.num_hidden_layers = positive("num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = positive("num_attention_heads", c.num_attention_heads);
-  c.intermediate_size = positive("intermediate_size", c.intermediate_size);
-  c.max_position_embeddings = positive("max_position_embeddings", c.max_position_embeddings);
-  c.vocab_size = positive("vocab_size", c.vocab_size);
+  c.hidden_size = hf.positive_integer("hidden_size", c.hidden_size);
+  c.num_hidden_layers = hf.positive_integer("num_hidden_layers", c.num_hidden_layers);
+  c.num_attention_heads = hf.positive_integer("num_attention_heads", c.num_attention_heads);
+  c.intermediate_size = hf.positive_integer("intermediate_size", c.intermediate_size);
+  c.max_position_embeddings = hf.positive_integer("max_position_embeddings", c.max_position_embeddings);
+  c.vocab_size = hf.positive_integer("vocab_size", c.vocab_size);
   c.layer_norm_eps = hf.number("layer_norm_eps", c.layer_norm_eps);
   if (!(c.layer_norm_eps > 0.0)) hf.fail("layer_norm_eps", "expected a positive number");
   if (c.hidden_size % c.num_attention_heads != 0) {

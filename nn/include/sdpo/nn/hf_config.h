@@ -34,6 +34,8 @@ class HFConfig {
 
   bool has(const std::string& key) const;  ///< present and not null
   std::int64_t integer(const std::string& key, std::int64_t fallback) const;
+  /// integer(), refusing values below 1 ("expected a positive integer, got N") naming file and key.
+  std::int64_t positive_integer(const std::string& key, std::int64_t fallback) const;
   double number(const std::string& key, double fallback) const;
   bool boolean(const std::string& key, bool fallback) const;
   std::string string(const std::string& key, const std::string& fallback,
