@@ -94,8 +94,17 @@ DDIMStepResult ddim_step(
   if (!prev.defined()) {
     TORCH_CHECK(eta == 0 || generator.has_value(), "DDIM step: a generator is needed to draw noise");
     // Noise is drawn on the CPU generator and moved, so a seed gives the same trajectory on any device.
-    auto z = eta == 0 ? at::zeros_like(sample)
-                      : at::randn(sample.sizes(), *generator, sample.options().device(at::kCPU)).to(sample.device());
+    // On a GPU it is drawn into pinned host memory and copied without blocking: a pageable copy
+    // would synchronize the stream at every step (the same values either way).
+    at::Tensor z;
+    if (eta == 0) {
+      z = at::zeros_like(sample);
+    } else if (sample.is_cuda()) {
+      z = at::randn(sample.sizes(), *generator, sample.options().device(at::kCPU).pinned_memory(true))
+              .to(sample.device(), sample.scalar_type(), /*non_blocking=*/true);
+    } else {
+      z = at::randn(sample.sizes(), *generator, sample.options().device(at::kCPU)).to(sample.device());
+    }
     prev = (mean + std_dev * z).detach();
   }
 

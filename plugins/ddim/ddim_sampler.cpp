@@ -1,6 +1,7 @@
 // Sampler `ddim`: DDIM with log-probabilities (research/algorithms.md section 2). The math is the
 // framework's pure ddim_step(); this plugin holds the schedule and options.
 #include <ATen/ATen.h>
+#include <mutex>
 
 #include "sdpo/ddim.h"
 #include "sdpo/plugin.h"
@@ -34,14 +35,26 @@ class DDIMSampler final : public sdpo::Sampler {
   std::vector<std::int64_t> timesteps(std::int64_t n) const override { return sdpo::ddim_timesteps(o_.schedule, n); }
 
   sdpo::SamplerStepOutput step(const sdpo::SamplerStepInput& in) const override {
-    auto r = sdpo::ddim_step(alphas_cumprod_, in.model_output, in.timestep, in.sample, in.num_steps, o_.eta,
+    auto r = sdpo::ddim_step(schedule_on(in.sample.device()), in.model_output, in.timestep, in.sample, in.num_steps, o_.eta,
                              in.prediction_type, in.prev_sample, in.generator);
     return {r.prev_sample, r.pred_x0, r.log_prob};
   }
 
  private:
+  // The schedule on the samples' device, copied once: ddim_step's alphas_cumprod.to(device) is
+  // then a no-op instead of a blocking host-to-device copy (a stream synchronize) at every step
+  // on a GPU. The same float values, so the same numbers.
+  at::Tensor schedule_on(c10::Device device) const {
+    if (device.is_cpu()) return alphas_cumprod_;
+    std::lock_guard<std::mutex> lock(device_mutex_);
+    if (!on_device_.defined() || on_device_.device() != device) on_device_ = alphas_cumprod_.to(device);
+    return on_device_;
+  }
+
   DDIMOptions o_;
-  at::Tensor alphas_cumprod_;
+  at::Tensor alphas_cumprod_;      // CPU float32
+  mutable std::mutex device_mutex_;
+  mutable at::Tensor on_device_;   // alphas_cumprod_ on the last non-CPU device asked for
 };
 
 void register_ddim(sdpo::Registry& r) {

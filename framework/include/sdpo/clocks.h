@@ -4,9 +4,16 @@
 //   - On the CPU: the CPU time of the whole process (all threads), clock_gettime with
 //     CLOCK_PROCESS_CPUTIME_ID, so 2 busy threads count 2 seconds per wall second.
 //   - On a CUDA device: the wall time of the run, read after a synchronize of the device's
-//     current stream, so queued kernels are counted when they finish. (Timing with CUDA events
-//     needs ATen's CUDA library at build time; a CPU libtorch ships the same headers, so nothing
-//     at compile time tells the two apart, and the synchronized wall clock is used on every build.)
+//     current stream, so queued kernels are counted when they finish.
+//
+// Why not CUDA events (checked for issue 8): the elapsed time between two events recorded on a
+// stream is stream time, idle gaps included, so for this cumulative clock (read at epoch ends,
+// after a synchronize) it would equal the synchronized wall time to within the synchronize's
+// latency (microseconds against seconds); GPU busy time would need CUPTI, not events. Nor could
+// it be built and tested against the CPU libtorch 1.13 of the development machines: c10::Event
+// and DeviceGuardImplInterface have no elapsed-time call in 1.13 (a later libtorch adds one),
+// and ATen/cuda/CUDAEvent.h includes c10/cuda headers that Debian's CPU libtorch does not ship.
+// The synchronized wall clock is used on every build.
 //
 // Example:
 //   sdpo::DeviceClock clock(c10::Device("cpu"), /*start_seconds=*/0);
