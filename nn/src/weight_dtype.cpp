@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <utility>
+
 #include "sdpo/error.h"
 
 namespace sdpo::nn {
@@ -24,6 +26,15 @@ void check_weight_dtype_on(c10::ScalarType dtype, const c10::Device& device, con
     throw ManifestError(file, json_path.empty() ? "dtype" : json_path + ".dtype",
                         "float16 needs a CUDA device; on the CPU use float32 or bfloat16");
   }
+}
+
+WeightPlacement::WeightPlacement(const std::string& dtype_name, std::string file, std::string json_path)
+    : dtype_(weight_dtype(dtype_name)), file_(std::move(file)), json_path_(std::move(json_path)) {}
+
+std::unique_lock<std::mutex> WeightPlacement::lock_for_use() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  check_weight_dtype_on(dtype_, device_, file_, json_path_);
+  return lock;
 }
 
 }  // namespace sdpo::nn

@@ -92,7 +92,7 @@ TORCH_MODULE(AestheticHead);
 class AestheticReward final : public Reward {
  public:
   AestheticReward(const AestheticOptions& o, const ComponentConfig& cfg)
-      : batch_size_(o.batch_size), dtype_(nn::weight_dtype(o.dtype)), options_file_(cfg.file), options_path_(cfg.json_path) {
+      : batch_size_(o.batch_size), placement_(o.dtype, cfg.file, cfg.json_path) {
     namespace fs = std::filesystem;
     const ct::CLIPVisionConfig config = ct::CLIPVisionConfig::load((fs::path(o.clip) / "config.json").string());
     if (config.num_channels != 3) {
@@ -101,7 +101,7 @@ class AestheticReward final : public Reward {
           "the aesthetic reward scores RGB images: expected 3, got " + std::to_string(config.num_channels));
     }
     at::NoGradGuard no_grad;
-    clip_ = ct::CLIPVisionModelWithProjection(config, at::TensorOptions().dtype(dtype_));
+    clip_ = ct::CLIPVisionModelWithProjection(config, at::TensorOptions().dtype(placement_.dtype()));
     const std::string clip_file = nn::find_weights_file(o.clip, "model", "");
     TensorMap weights = safetensors_load(clip_file);
     // A CLIPModel file also holds the text tower, text_projection and logit_scale (models.md 7),
@@ -126,16 +126,16 @@ class AestheticReward final : public Reward {
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
     check_reward_inputs(kComponent, images, prompts, /*needs_prompts=*/false);
-    std::lock_guard<std::mutex> lock(mutex_);
-    check_device(device_);
+    const auto lock = placement_.lock_for_use();
+    const c10::Device device = placement_.device();
     at::NoGradGuard no_grad;
     const std::int64_t b = images.size(0);
     std::vector<at::Tensor> scores;
     for (std::int64_t start = 0; start < b; start += batch_size_) {
-      const at::Tensor chunk = images.slice(0, start, std::min(b, start + batch_size_)).to(device_);
+      const at::Tensor chunk = images.slice(0, start, std::min(b, start + batch_size_)).to(device);
       // The CLIPProcessor of openai/clip-vit-large-patch14 resizes and crops to 224, the tower's
       // image_size; a tower of another size gets its own (the tiny test models).
-      const at::Tensor pixels = ct::clip_preprocess(chunk, image_size_, image_size_).to(dtype_);
+      const at::Tensor pixels = ct::clip_preprocess(chunk, image_size_, image_size_).to(placement_.dtype());
       const at::Tensor feature = clip_->get_image_features(pixels).to(at::kFloat);
       const at::Tensor unit = feature / at::linalg_vector_norm(feature, 2, {-1}, /*keepdim=*/true);
       scores.push_back(head_->forward(unit).squeeze(1));
@@ -147,26 +147,18 @@ class AestheticReward final : public Reward {
   bool needs_prompts() const override { return false; }
 
   void to(c10::Device device) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    check_device(device);
-    clip_->to(device);
-    head_->to(device);
-    device_ = device;
+    placement_.move_to(device, [&](c10::Device d) {
+      clip_->to(d);
+      head_->to(d);
+    });
   }
 
  private:
-  void check_device(const c10::Device& device) const {
-    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
-  }
-
   std::int64_t batch_size_;
-  at::ScalarType dtype_;
-  std::string options_file_, options_path_;
+  nn::WeightPlacement placement_;  // score() runs on a worker thread, to() on the main one
   std::int64_t image_size_ = 224;
-  std::mutex mutex_;  // score() runs on a worker thread, to() on the main one
   ct::CLIPVisionModelWithProjection clip_{nullptr};
   AestheticHead head_{nullptr};
-  c10::Device device_{c10::kCPU};
 };
 
 void register_aesthetic(Registry& r) {

@@ -71,9 +71,7 @@ class HPSv2Reward final : public Reward {
  public:
   HPSv2Reward(const HPSv2Options& o, const ComponentConfig& cfg)
       : batch_size_(o.batch_size),
-        dtype_(nn::weight_dtype(o.dtype)),
-        options_file_(cfg.file),
-        options_path_(cfg.json_path),
+        placement_(o.dtype, cfg.file, cfg.json_path),
         tokenizer_(ct::CLIPTokenizer::load(o.tokenizer)) {
     for (const char* pickle : {".pt", ".pth", ".bin"}) {
       if (ends_with(o.checkpoint, pickle)) {
@@ -99,7 +97,7 @@ class HPSv2Reward final : public Reward {
     // The file first: a missing or malformed checkpoint is reported before a ViT-H is allocated.
     const TensorMap weights = safetensors_load(o.checkpoint);
     at::NoGradGuard no_grad;
-    model_ = ct::CLIPModel(config, at::TensorOptions().dtype(dtype_));
+    model_ = ct::CLIPModel(config, at::TensorOptions().dtype(placement_.dtype()));
     ct::load_open_clip_state_dict(*model_, weights, o.checkpoint, kComponent);
     for (auto& p : model_->parameters()) p.requires_grad_(false);
     model_->eval();
@@ -107,8 +105,7 @@ class HPSv2Reward final : public Reward {
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
     check_reward_inputs(kComponent, images, prompts, /*needs_prompts=*/true);
-    std::lock_guard<std::mutex> lock(mutex_);
-    check_device(device_);
+    const auto lock = placement_.lock_for_use();
     // open_clip's tokenization: zero padding after the end token (models.md 6.3).
     const at::Tensor ids = ct::open_clip_tokenize(tokenizer_, prompts, context_length_);
     return ct::clip_paired_scores(*model_, images, ids, batch_size_).to(images.device());
@@ -117,25 +114,17 @@ class HPSv2Reward final : public Reward {
   bool needs_prompts() const override { return true; }
 
   void to(c10::Device device) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    check_device(device);
-    model_->to(device);
-    device_ = device;
+    placement_.move_to(device, [&](c10::Device d) {
+      model_->to(d);
+    });
   }
 
  private:
-  void check_device(const c10::Device& device) const {
-    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
-  }
-
   std::int64_t batch_size_;
-  at::ScalarType dtype_;
-  std::string options_file_, options_path_;
+  nn::WeightPlacement placement_;  // score() runs on a worker thread, to() on the main one
   ct::CLIPTokenizer tokenizer_;
   std::int64_t context_length_ = 77;
-  std::mutex mutex_;  // score() runs on a worker thread, to() on the main one
   ct::CLIPModel model_{nullptr};
-  c10::Device device_{c10::kCPU};
 };
 
 void register_hpsv2(Registry& r) {

@@ -70,9 +70,7 @@ class ImageReward final : public Reward {
   ImageReward(const ImageRewardOptions& o, const ComponentConfig& cfg)
       : standardized_(o.scale == "standardized"),
         batch_size_(o.batch_size),
-        dtype_(nn::weight_dtype(o.dtype)),
-        options_file_(cfg.file),
-        options_path_(cfg.json_path),
+        placement_(o.dtype, cfg.file, cfg.json_path),
         tokenizer_(WordPieceTokenizer::load((std::filesystem::path(o.path) / "vocab.txt").string())) {
     namespace fs = std::filesystem;
     const std::string weights_file = (fs::path(o.path) / kWeightsFile).string();
@@ -106,7 +104,7 @@ class ImageReward final : public Reward {
       it = unused_checkpoint_key(it->first) ? weights.erase(it) : std::next(it);
     }
     at::NoGradGuard no_grad;
-    model_ = ImageRewardModel(vision, med, at::TensorOptions().dtype(dtype_));
+    model_ = ImageRewardModel(vision, med, at::TensorOptions().dtype(placement_.dtype()));
     module_load_state_dict(*model_, weights, /*strict=*/true, weights_file, kComponent);
     weights.clear();
     for (auto& p : model_->parameters()) p.requires_grad_(false);
@@ -115,8 +113,8 @@ class ImageReward final : public Reward {
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
     check_reward_inputs(kComponent, images, prompts, /*needs_prompts=*/true);
-    std::lock_guard<std::mutex> lock(mutex_);
-    nn::check_weight_dtype_on(dtype_, device_, options_file_, options_path_);
+    const auto lock = placement_.lock_for_use();
+    const c10::Device device = placement_.device();
     at::NoGradGuard no_grad;
     const std::int64_t b = images.size(0);
     // ImageReward's tokenizer call: padding='max_length', truncation=True, max_length=35.
@@ -124,9 +122,9 @@ class ImageReward final : public Reward {
     std::vector<at::Tensor> scores;
     for (std::int64_t start = 0; start < b; start += batch_size_) {
       const std::int64_t end = std::min(b, start + batch_size_);
-      const at::Tensor pixels = imagereward_preprocess(images.slice(0, start, end).to(device_), image_size_);
+      const at::Tensor pixels = imagereward_preprocess(images.slice(0, start, end).to(device), image_size_);
       const at::Tensor raw = model_->forward(
-          pixels, text.ids.slice(0, start, end).to(device_), text.attention_mask.slice(0, start, end).to(device_));
+          pixels, text.ids.slice(0, start, end).to(device), text.attention_mask.slice(0, start, end).to(device));
       scores.push_back(standardized_ ? (raw - kRewardMean) / kRewardStd : raw);
     }
     if (scores.empty()) return at::empty({0}, images.options().dtype(at::kFloat));
@@ -136,22 +134,18 @@ class ImageReward final : public Reward {
   bool needs_prompts() const override { return true; }
 
   void to(c10::Device device) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
-    model_->to(device);
-    device_ = device;
+    placement_.move_to(device, [&](c10::Device d) {
+      model_->to(d);
+    });
   }
 
  private:
   bool standardized_;
   std::int64_t batch_size_;
-  at::ScalarType dtype_;
-  std::string options_file_, options_path_;
+  nn::WeightPlacement placement_;  // score() runs on a worker thread, to() on the main one
   WordPieceTokenizer tokenizer_;
   std::int64_t image_size_ = 224;
-  std::mutex mutex_;  // score() runs on a worker thread, to() on the main one
   ImageRewardModel model_{nullptr};
-  c10::Device device_{c10::kCPU};
 };
 
 void register_imagereward(Registry& r) {

@@ -67,9 +67,7 @@ class PickScoreReward final : public Reward {
   PickScoreReward(const PickScoreOptions& o, const ComponentConfig& cfg)
       : logit_(o.scale == "logit"),
         batch_size_(o.batch_size),
-        dtype_(nn::weight_dtype(o.dtype)),
-        options_file_(cfg.file),
-        options_path_(cfg.json_path),
+        placement_(o.dtype, cfg.file, cfg.json_path),
         tokenizer_(ct::CLIPTokenizer::load(o.clip)) {
     namespace fs = std::filesystem;
     const nn::HFConfig hf = nn::HFConfig::load((fs::path(o.clip) / "config.json").string());
@@ -103,7 +101,7 @@ class PickScoreReward final : public Reward {
     TensorMap weights = safetensors_load(file);
     ct::erase_position_ids(weights);  // older files' int64 buffers (models.md 7)
     at::NoGradGuard no_grad;
-    model_ = ct::CLIPModel(config, at::TensorOptions().dtype(dtype_));
+    model_ = ct::CLIPModel(config, at::TensorOptions().dtype(placement_.dtype()));
     // Strict: both towers, both projections and logit_scale; any other key is refused.
     module_load_state_dict(*model_, weights, /*strict=*/true, file, kComponent);
     for (auto& p : model_->parameters()) p.requires_grad_(false);
@@ -112,8 +110,7 @@ class PickScoreReward final : public Reward {
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
     check_reward_inputs(kComponent, images, prompts, /*needs_prompts=*/true);
-    std::lock_guard<std::mutex> lock(mutex_);
-    check_device(device_);
+    const auto lock = placement_.lock_for_use();
     at::NoGradGuard no_grad;
     // Padded with the tokenizer's pad token: under causal attention, pooling at the end-of-text
     // token makes the padding after it irrelevant (SDPO pads with <|endoftext|>; models.md 6.2).
@@ -126,25 +123,17 @@ class PickScoreReward final : public Reward {
   bool needs_prompts() const override { return true; }
 
   void to(c10::Device device) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    check_device(device);
-    model_->to(device);
-    device_ = device;
+    placement_.move_to(device, [&](c10::Device d) {
+      model_->to(d);
+    });
   }
 
  private:
-  void check_device(const c10::Device& device) const {
-    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
-  }
-
   bool logit_;
   std::int64_t batch_size_;
-  at::ScalarType dtype_;
-  std::string options_file_, options_path_;
+  nn::WeightPlacement placement_;  // score() runs on a worker thread, to() on the main one
   ct::CLIPTokenizer tokenizer_;
-  std::mutex mutex_;  // score() runs on a worker thread, to() on the main one
   ct::CLIPModel model_{nullptr};
-  c10::Device device_{c10::kCPU};
 };
 
 void register_pickscore(Registry& r) {
