@@ -52,9 +52,7 @@ class CLIPTextEncoder final : public TextEncoder {
  public:
   CLIPTextEncoder(const CLIPTextOptions& o, const ComponentConfig& cfg)
       : max_length_(o.max_length),
-        dtype_(nn::weight_dtype(o.dtype)),
-        options_file_(cfg.file),
-        options_path_(cfg.json_path),
+        placement_(o.dtype, cfg.file, cfg.json_path),
         tokenizer_(CLIPTokenizer::load((std::filesystem::path(o.path) / "tokenizer").string())) {
     namespace fs = std::filesystem;
     const std::string dir = (fs::path(o.path) / "text_encoder").string();
@@ -73,7 +71,7 @@ class CLIPTextEncoder final : public TextEncoder {
             std::to_string(config.vocab_size) + " is too small for the tokenizer's special id " + std::to_string(id));
       }
     }
-    model_ = CLIPTextModel(config, at::TensorOptions().dtype(dtype_));
+    model_ = CLIPTextModel(config, at::TensorOptions().dtype(placement_.dtype()));
     const std::string file = nn::find_weights_file(dir, "model", o.variant);
     load_state_dict(safetensors_load(file), /*strict=*/true, file);
     // Frozen by default (the conditioning of RL fine-tuning); a trainer that wants to train it
@@ -83,8 +81,9 @@ class CLIPTextEncoder final : public TextEncoder {
   }
 
   at::Tensor encode(const std::vector<std::string>& prompts) override {
-    check_device(device_);
-    const at::Tensor ids = tokenizer_.encode_batch(prompts, max_length_).to(device_);
+    const auto lock = placement_.lock_for_use();
+    const c10::Device device = placement_.device();
+    const at::Tensor ids = tokenizer_.encode_batch(prompts, max_length_).to(device);
     return model_->forward(ids).last_hidden_state.to(at::kFloat);
   }
 
@@ -100,22 +99,16 @@ class CLIPTextEncoder final : public TextEncoder {
   void set_training(bool training) override { model_->train(training); }
 
   void to(c10::Device device) override {
-    check_device(device);
-    model_->to(device);
-    device_ = device;
+    placement_.move_to(device, [&](c10::Device d) {
+      model_->to(d);
+    });
   }
 
  private:
-  void check_device(const c10::Device& device) const {
-    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
-  }
-
   std::int64_t max_length_;
-  at::ScalarType dtype_;
-  std::string options_file_, options_path_;
+  nn::WeightPlacement placement_;
   CLIPTokenizer tokenizer_;
   CLIPTextModel model_{nullptr};
-  c10::Device device_{c10::kCPU};
 };
 
 void register_clip_text(Registry& r) {

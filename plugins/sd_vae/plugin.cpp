@@ -48,13 +48,13 @@ SDVAEOptions read_options(OptionReader& r) {
 class SDVAEDecoderComponent final : public Decoder {
  public:
   SDVAEDecoderComponent(const SDVAEOptions& o, const ComponentConfig& cfg)
-      : dtype_(nn::weight_dtype(o.dtype)), options_file_(cfg.file), options_path_(cfg.json_path) {
+      : placement_(o.dtype, cfg.file, cfg.json_path) {
     namespace fs = std::filesystem;
     const std::string dir = (fs::path(o.path) / "vae").string();
     const nn::HFConfig hf = nn::HFConfig::load((fs::path(dir) / "config.json").string());
     const SDVAEConfig config = SDVAEConfig::from_hf(hf);
     if (config.out_channels != 3) hf.fail("out_channels", "expected 3 (the decoder returns RGB images)");
-    model_ = SDVAEDecoder(config, at::TensorOptions().dtype(dtype_));
+    model_ = SDVAEDecoder(config, at::TensorOptions().dtype(placement_.dtype()));
     const std::string file = nn::find_weights_file(dir, "diffusion_pytorch_model", o.variant);
     module_load_state_dict(
         *model_, decoder_weights(safetensors_load(file), file), /*strict=*/true, file,
@@ -71,29 +71,24 @@ class SDVAEDecoderComponent final : public Decoder {
         << latents.sizes();
       throw Error(s.str());
     }
-    check_device(device_);
+    const auto lock = placement_.lock_for_use();
+    const c10::Device device = placement_.device();
     at::NoGradGuard no_grad;
     // models.md 4.2: z = latents / scaling_factor -> post_quant_conv -> decoder; [-1, 1] -> [0, 1].
-    const at::Tensor z = latents.to(device_, at::kFloat).div(cfg.scaling_factor).to(dtype_);
+    const at::Tensor z = latents.to(device, at::kFloat).div(cfg.scaling_factor).to(placement_.dtype());
     at::Tensor x = model_->forward(z).to(at::kFloat);
     return x.mul_(0.5).add_(0.5).clamp_(0.0, 1.0).to(latents.device());
   }
 
   void to(c10::Device device) override {
-    check_device(device);
-    model_->to(device);
-    device_ = device;
+    placement_.move_to(device, [&](c10::Device d) {
+      model_->to(d);
+    });
   }
 
  private:
-  void check_device(const c10::Device& device) const {
-    nn::check_weight_dtype_on(dtype_, device, options_file_, options_path_);
-  }
-
-  at::ScalarType dtype_;
-  std::string options_file_, options_path_;
+  nn::WeightPlacement placement_;
   SDVAEDecoder model_{nullptr};
-  c10::Device device_{c10::kCPU};
 };
 
 void register_sd_vae(Registry& r) {

@@ -22,9 +22,9 @@ c10::ScalarType weight_dtype(const std::string& name);
 void check_weight_dtype_on(c10::ScalarType dtype, const c10::Device& device, const std::string& file,
                            const std::string& json_path);
 
-/// Where a frozen model's weights are, for a component whose forward runs on a worker thread while
-/// to() runs on the main one (the rewards): the dtype of its `dtype` option, the device, and the
-/// mutex that guards the device and the module together. Every use and every move checks the
+/// Where a frozen model's weights are (the paper-scale text encoder, decoder and rewards): the
+/// dtype of its `dtype` option, the device, and the mutex that guards the device and the module
+/// together, since a reward's forward runs on a worker thread while to() runs on the main one. Every use and every move checks the
 /// float16-on-CPU rule, naming the component's options in the manifest.
 class WeightPlacement {
  public:
