@@ -25,6 +25,7 @@
 #include "sdpo/nn/layers.h"
 #include "sdpo/registry.h"
 #include "sdpo/safetensors.h"
+#include "support/sd_pipeline.h"
 #include "support/test_support.h"
 
 namespace sdpo::sd_unet {
@@ -35,27 +36,8 @@ namespace fs = std::filesystem;
 const at::TensorOptions kMeta = at::TensorOptions().device(at::kMeta);
 const at::TensorOptions kF32 = at::TensorOptions().dtype(at::kFloat);
 
-// research/models.md 2.1: SD-Turbo's unet/config.json values.
-const char* const kSDTurboConfig = R"({
-  "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.24.0.dev0",
-  "act_fn": "silu", "addition_embed_type": null, "addition_embed_type_num_heads": 64,
-  "addition_time_embed_dim": null, "attention_head_dim": [5, 10, 20, 20], "attention_type": "default",
-  "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false, "class_embed_type": null,
-  "class_embeddings_concat": false, "conv_in_kernel": 3, "conv_out_kernel": 3, "cross_attention_dim": 1024,
-  "cross_attention_norm": null,
-  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  "downsample_padding": 1, "dropout": 0.0, "dual_cross_attention": false, "encoder_hid_dim": null,
-  "encoder_hid_dim_type": null, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-  "mid_block_only_cross_attention": null, "mid_block_scale_factor": 1, "mid_block_type": "UNetMidBlock2DCrossAttn",
-  "norm_eps": 1e-05, "norm_num_groups": 32, "num_attention_heads": null, "num_class_embeds": null,
-  "only_cross_attention": false, "out_channels": 4, "projection_class_embeddings_input_dim": null,
-  "resnet_out_scale_factor": 1.0, "resnet_skip_time_act": false, "resnet_time_scale_shift": "default",
-  "reverse_transformer_layers_per_block": null, "sample_size": 64, "time_cond_proj_dim": null,
-  "time_embedding_act_fn": null, "time_embedding_dim": null, "time_embedding_type": "positional",
-  "timestep_post_act": null, "transformer_layers_per_block": 1,
-  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-  "upcast_attention": null, "use_linear_projection": true
-})";
+// research/models.md 2.1: SD-Turbo's unet/config.json values (shared with the benchmarks' random pipeline).
+const std::string& kSDTurboConfig = test::sd_turbo_configs().unet;
 
 // The SD 1.5 / LCM layout (models.md 8.3): 8 heads everywhere, 768-d text, conv projections.
 const char* const kSD15Config = R"({
