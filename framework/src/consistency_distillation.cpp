@@ -1,6 +1,7 @@
 #include "sdpo/consistency_distillation.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "sdpo/error.h"
 

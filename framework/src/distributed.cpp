@@ -69,6 +69,24 @@ std::string seconds_text(std::chrono::milliseconds ms) {
   return s + " s";
 }
 
+// An exception's message without c10's C++ backtrace (what() of a c10::Error carries one).
+std::string cause_of(const std::exception& e) {
+  if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
+  return e.what();
+}
+
+// libtorch 2.4 and later serve the TCPStore through libuv by default, but a libtorch built
+// without libuv (Debian 13's 2.6) refuses that default instead of falling back. The classic
+// socket server is in every build, and the store carries only the rendezvous and heartbeats here
+// (a few keys per rank per second), where libuv's scaling to thousands of ranks buys nothing.
+// Detected by the member, since TCPStoreOptions has no useLibUV before 2.2.
+template <class Options>
+auto use_classic_store_server(Options& so, int) -> decltype(so.useLibUV = false, void()) {
+  so.useLibUV = false;
+}
+template <class Options>
+void use_classic_store_server(Options&, long) {}
+
 std::string rank_list(const std::vector<int>& ranks) {
   std::string s;
   for (std::size_t i = 0; i < ranks.size(); ++i) {
@@ -141,14 +159,16 @@ struct Distributed::Impl {
     so.numWorkers = static_cast<std::size_t>(o.world_size);
     so.waitWorkers = false;  // rendezvous() waits itself, so that it can name who is missing
     so.timeout = o.timeout;
+    use_classic_store_server(so, 0);
     try {
       return c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
     } catch (const std::exception& e) {
       const std::string where = o.master_addr + ":" + std::to_string(o.master_port);
-      fail("rendezvous", server ? "cannot serve the TCPStore on " + where + " (port in use? set MASTER_PORT): " + e.what()
+      fail("rendezvous", server ? "cannot serve the TCPStore on " + where + " (port in use? set MASTER_PORT): " +
+                                      cause_of(e)
                                 : "cannot reach the TCPStore that rank 0 serves on " + where + " within " +
                                       seconds_text(o.timeout) + " (is rank 0 running? MASTER_ADDR/MASTER_PORT): " +
-                                      e.what());
+                                      cause_of(e));
     }
   }
 
@@ -238,8 +258,7 @@ struct Distributed::Impl {
     try {
       f();
     } catch (const std::exception& e) {
-      std::string cause = e.what();
-      if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) cause = ce->what_without_backtrace();
+      std::string cause = cause_of(e);
       const auto nl = cause.find('\n');
       if (nl != std::string::npos) cause = cause.substr(0, nl);
       fail(op, diagnose() + " (" + cause + "; timeout " + seconds_text(o.timeout) + ")");
@@ -317,9 +336,7 @@ Distributed::Distributed(const DistributedOptions& options) : impl_(std::make_un
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& e) {
-    std::string cause = e.what();
-    if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) cause = ce->what_without_backtrace();
-    s.fail("connect " + backend, cause);
+    s.fail("connect " + backend, cause_of(e));
   }
   s.start_heartbeat();
   // Test hook (tests/integration/distributed_test.cpp): this rank dies like a crash, with no

@@ -170,18 +170,36 @@ struct RunFile::Impl {
     return check(H5Gopen2(file.get(), object.c_str(), H5P_DEFAULT), H5Gclose, object, "H5Gopen2");
   }
 
-  // Names of the datasets directly in `group`, sorted.
-  std::vector<std::string> dataset_names(const Handle& group, const std::string& object) const {
+  // The links directly in `group`, in name order, with the type of the object each names. The one
+  // place the object-info call is made: HDF5 1.12 added H5Oget_info_by_name3 (H5O_info2_t) and
+  // made the plain H5O_info_t that struct, so the 1.10 call (Debian 12) must not be used on 1.12+
+  // (Debian 13's 1.14).
+  std::vector<std::pair<std::string, H5O_type_t>> children(const Handle& group, const std::string& object) const {
     std::vector<std::string> links;
     hsize_t idx = 0;
     check(H5Literate(group.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_link_name, &links), object,
           "H5Literate");
-    std::vector<std::string> out;
+    std::vector<std::pair<std::string, H5O_type_t>> out;
     for (const auto& name : links) {
+#if H5_VERSION_GE(1, 12, 0)
+      H5O_info2_t info;
+      check(H5Oget_info_by_name3(group.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT),
+            object + "/" + name, "H5Oget_info_by_name3");
+#else
       H5O_info_t info;
       check(H5Oget_info_by_name2(group.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT),
             object + "/" + name, "H5Oget_info_by_name2");
-      if (info.type == H5O_TYPE_DATASET) out.push_back(name);
+#endif
+      out.emplace_back(name, info.type);
+    }
+    return out;
+  }
+
+  // Names of the datasets directly in `group`, sorted.
+  std::vector<std::string> dataset_names(const Handle& group, const std::string& object) const {
+    std::vector<std::string> out;
+    for (const auto& [name, type] : children(group, object)) {
+      if (type == H5O_TYPE_DATASET) out.push_back(name);
     }
     return out;
   }
@@ -516,16 +534,10 @@ std::vector<std::string> RunFile::curve_groups() const {
     todo.pop_back();
     const std::string gpath = rel.empty() ? "/curves" : "/curves/" + rel;
     Handle g = m.open_group(gpath, false);
-    std::vector<std::string> links;
-    hsize_t idx = 0;
-    m.check(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_link_name, &links), gpath, "H5Literate");
     bool has_dataset = false;
-    for (const auto& name : links) {
-      H5O_info_t info;
-      m.check(H5Oget_info_by_name2(g.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT), gpath + "/" + name,
-              "H5Oget_info_by_name2");
-      if (info.type == H5O_TYPE_GROUP) todo.push_back(rel.empty() ? name : rel + "/" + name);
-      if (info.type == H5O_TYPE_DATASET) has_dataset = true;
+    for (const auto& [name, type] : m.children(g, gpath)) {
+      if (type == H5O_TYPE_GROUP) todo.push_back(rel.empty() ? name : rel + "/" + name);
+      if (type == H5O_TYPE_DATASET) has_dataset = true;
     }
     if (has_dataset && !rel.empty()) out.push_back(rel);
   }

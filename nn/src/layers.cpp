@@ -1,6 +1,7 @@
 #include "sdpo/nn/layers.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 #include <torch/version.h>
 

@@ -3,6 +3,7 @@
 #include "clip_vision_model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
 #include <boost/json/object.hpp>

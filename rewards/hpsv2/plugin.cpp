@@ -12,6 +12,7 @@
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <filesystem>
 #include <memory>

@@ -10,6 +10,7 @@
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <filesystem>
 #include <memory>

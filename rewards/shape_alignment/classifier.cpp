@@ -1,6 +1,7 @@
 #include "classifier.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <cmath>
 
 namespace sdpo::shape_alignment {

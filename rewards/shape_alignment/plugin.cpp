@@ -4,6 +4,7 @@
 // prompt's value, in [0, 1].
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/optim/adam.h>
 #include <iomanip>
 #include <iostream>

@@ -3,6 +3,7 @@
 // trainer logs device_seconds, devices and the phase times per epoch; `sdpo bench` prints every
 // phase and both overhead ratios. No test here compares one time with another.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <array>
 #include <chrono>
 #include <cstdio>

@@ -1,6 +1,7 @@
 #include "support/sd_pipeline.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 

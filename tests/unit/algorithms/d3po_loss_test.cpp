@@ -2,6 +2,7 @@
 // clip, a tie (log 2, zero gradient), a clamped ratio (zero gradient), and one gradient step of a
 // two-parameter policy that favours the better member.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <cmath>
 
 #include "algorithms/d3po/d3po_loss.h"

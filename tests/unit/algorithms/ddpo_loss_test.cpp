@@ -1,6 +1,7 @@
 // The DDPO losses (research/algorithms.md 4.3) against values computed by hand, including both
 // clipped branches of the PPO objective, and one gradient step on a two-parameter policy.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <cmath>
 
 #include "algorithms/ddpo/ddpo_loss.h"

@@ -2,6 +2,7 @@
 // form, the memory-saving residual/surrogate gradient against the direct one, and one gradient step
 // of a two-parameter policy that favours the better member.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "algorithms/rebel/rebel_loss.h"
 #include "support/test_support.h"

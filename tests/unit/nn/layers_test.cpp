@@ -3,6 +3,7 @@
 // names), meta-device construction, and config.json reading.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <fstream>

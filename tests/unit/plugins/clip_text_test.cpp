@@ -4,6 +4,7 @@
 // registry on a tiny pipeline folder written here.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>

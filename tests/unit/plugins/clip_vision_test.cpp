@@ -5,6 +5,7 @@
 // the resize against a fixed-point reference of Pillow's resampling).
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 

@@ -3,6 +3,7 @@
 // reaches it, with its diffusers file layout, LoRA contract, dtypes and errors.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <boost/json/parse.hpp>
@@ -649,15 +650,18 @@ TEST(SDUNetPlugin, GuidanceEmbeddingWReachesTheUNetAsTimestepCond) {
   at::NoGradGuard no_grad;
   const at::Tensor with_hand = reference->forward(in.x, in.t, in.cond, hand);
   const at::Tensor plain = reference->forward(in.x, in.t, in.cond);
+  // The plugin computes the embedding in float32, the hand in double: about 1e-7 apart, which the
+  // network amplifies to about 1e-6 here (libtorch 2.6's attention kernels more than 1.13's).
   test::expect_close(make_model(path, R"("guidance_embedding_w": 0.0005)")->forward(in.x, in.t, in.cond), with_hand,
-                     1e-5, 1e-6, "w = 0.0005");
+                     1e-4, 1e-5, "w = 0.0005");
+  EXPECT_GT((with_hand - plain).abs().max().item<double>(), 1e-3);
   test::expect_close(make_model(path)->forward(in.x, in.t, in.cond), plain, 0.0, 0.0, "no option: no timestep_cond");
   test::expect_close(make_model(path, R"("guidance_embedding_w": -1)")->forward(in.x, in.t, in.cond), plain, 0.0, 0.0,
                      "negative w: no timestep_cond");
   // w = 0 is an embedding too ([0, 0, 0, 0, 1, 1, 1, 1]), not the absence of one.
   const at::Tensor zero_w = at::tensor(std::vector<float>{0, 0, 0, 0, 1, 1, 1, 1}).view({1, 8}).expand({2, 8});
   const at::Tensor w0 = make_model(path, R"("guidance_embedding_w": 0)")->forward(in.x, in.t, in.cond);
-  test::expect_close(w0, reference->forward(in.x, in.t, in.cond, zero_w), 1e-5, 1e-6, "w = 0");
+  test::expect_close(w0, reference->forward(in.x, in.t, in.cond, zero_w), 1e-4, 1e-5, "w = 0");
   EXPECT_GT((w0 - plain).abs().max().item<double>(), 1e-4);
   // A UNet without cond_proj refuses the option, naming it.
   SDUNet no_cond = random_unet(parse_config(kTinyConfig), 23);

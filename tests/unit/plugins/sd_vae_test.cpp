@@ -3,6 +3,7 @@
 // models.md 4.2, and the plugin reached through the registry on a tiny pipeline folder.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>

@@ -6,6 +6,7 @@
 // one pair at a time, safetensors round trip, file and option errors naming file and key).
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
