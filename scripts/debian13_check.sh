@@ -36,7 +36,7 @@ fi
 packages=cmake,g++,ninja-build,pkg-config,git,xz-utils,binutils
 packages+=,libtorch-dev,libopenblas0,libgloo-dev,libhdf5-dev,libturbojpeg0-dev,libpng-dev
 packages+=,libboost-dev,libboost-json-dev,libboost-program-options-dev,libboost-filesystem-dev
-packages+=,libgtest-dev,libbenchmark-dev,python3-h5py,python3-numpy
+packages+=,libgtest-dev,libbenchmark-dev,python3-h5py,python3-numpy,python3-matplotlib
 
 if [ ! -x "$root/usr/bin/cmake" ]; then
   command -v debootstrap >/dev/null || apt-get install -y -q --no-install-recommends debootstrap
@@ -53,6 +53,15 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"  # apt-get in the chroot (NCCL check
 mount -t proc proc "$root/proc" && mounted+=("$root/proc")
 mount --rbind /dev "$root/dev" && mounted+=("$root/dev")
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root bash -ec "$1"; }
+
+# A chroot made by an earlier version of this script may lack a package added since.
+missing=()
+for p in ${packages//,/ }; do
+  chroot "$root" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  in_root "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${missing[*]}"
+fi
 
 rm -rf "$root/src"
 git clone -q "$repo" "$root/src"
@@ -84,7 +93,7 @@ EOF
     apt-get update -q >/dev/null
     torch_cuda=$(apt-cache depends libtorch-cuda-dev | sed -n "s/.*Depends: \(libtorch-cuda-[0-9.]*\)$/\1/p" | head -1)
     mkdir -p /var/tmp/cuda-debs && cd /var/tmp/cuda-debs
-    apt-get download -q libtorch-cuda-dev "$torch_cuda" libnccl-dev nvidia-cuda-dev libcu++-dev >/dev/null
+    apt-get download -q -o APT::Sandbox::User=root libtorch-cuda-dev "$torch_cuda" libnccl-dev nvidia-cuda-dev libcu++-dev >/dev/null
     rm -rf /opt/cuda && mkdir -p /opt/cuda
     for d in *.deb; do dpkg-deb -x "$d" /opt/cuda; done'
   in_root '
