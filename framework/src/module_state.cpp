@@ -96,6 +96,11 @@ std::int64_t module_parameter_count(const torch::nn::Module& module) {
   return n;
 }
 
+void module_freeze(torch::nn::Module& module) {
+  for (auto& p : module.parameters()) p.requires_grad_(false);
+  module.eval();
+}
+
 ScopedSeed::ScopedSeed(std::uint64_t seed) {
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());

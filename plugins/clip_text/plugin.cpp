@@ -76,8 +76,7 @@ class CLIPTextEncoder final : public TextEncoder {
     load_state_dict(safetensors_load(file), /*strict=*/true, file);
     // Frozen by default (the conditioning of RL fine-tuning); a trainer that wants to train it
     // turns requires_grad back on for trainable_parameters().
-    for (auto& p : model_->parameters()) p.requires_grad_(false);
-    model_->eval();
+    module_freeze(*model_);
   }
 
   at::Tensor encode(const std::vector<std::string>& prompts) override {

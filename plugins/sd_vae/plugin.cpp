@@ -60,8 +60,7 @@ class SDVAEDecoderComponent final : public Decoder {
     module_load_state_dict(
         *model_, decoder_weights(safetensors_load(file), file), /*strict=*/true, file,
         std::string("decoder '") + kName + "'");
-    for (auto& p : model_->parameters()) p.requires_grad_(false);
-    model_->eval();
+    module_freeze(*model_);
   }
 
   at::Tensor decode(const at::Tensor& latents) override {

@@ -118,10 +118,8 @@ class AestheticReward final : public Reward {
     module_load_state_dict(*head_, safetensors_load(o.head), /*strict=*/true, o.head, kComponent);
 
     image_size_ = config.image_size;
-    for (auto& p : clip_->parameters()) p.requires_grad_(false);
-    for (auto& p : head_->parameters()) p.requires_grad_(false);
-    clip_->eval();
-    head_->eval();
+    module_freeze(*clip_);
+    module_freeze(*head_);
   }
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {

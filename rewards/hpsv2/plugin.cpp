@@ -25,6 +25,7 @@
 #include "clip_text/tokenizer.h"
 #include "sdpo/error.h"
 #include "sdpo/json.h"
+#include "sdpo/module_state.h"
 #include "sdpo/nn/hf_config.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"
@@ -100,8 +101,7 @@ class HPSv2Reward final : public Reward {
     at::NoGradGuard no_grad;
     model_ = ct::CLIPModel(config, at::TensorOptions().dtype(placement_.dtype()));
     ct::load_open_clip_state_dict(*model_, weights, o.checkpoint, kComponent);
-    for (auto& p : model_->parameters()) p.requires_grad_(false);
-    model_->eval();
+    module_freeze(*model_);
   }
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {

@@ -108,8 +108,7 @@ class ImageReward final : public Reward {
     model_ = ImageRewardModel(vision, med, at::TensorOptions().dtype(placement_.dtype()));
     module_load_state_dict(*model_, weights, /*strict=*/true, weights_file, kComponent);
     weights.clear();
-    for (auto& p : model_->parameters()) p.requires_grad_(false);
-    model_->eval();
+    module_freeze(*model_);
   }
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {

@@ -105,8 +105,7 @@ class PickScoreReward final : public Reward {
     model_ = ct::CLIPModel(config, at::TensorOptions().dtype(placement_.dtype()));
     // Strict: both towers, both projections and logit_scale; any other key is refused.
     module_load_state_dict(*model_, weights, /*strict=*/true, file, kComponent);
-    for (auto& p : model_->parameters()) p.requires_grad_(false);
-    model_->eval();
+    module_freeze(*model_);
   }
 
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {

@@ -49,6 +49,10 @@ void module_load_state_dict(
 /// Number of scalar parameters of `module`.
 std::int64_t module_parameter_count(const torch::nn::Module& module);
 
+/// Freezes a module that is only evaluated (a reward model, a text encoder, a decoder): every
+/// parameter gets requires_grad = false and the module (with its children) goes to eval mode.
+void module_freeze(torch::nn::Module& module);
+
 /// Seeds the default CPU generator for the lifetime of the object and restores its previous state
 /// on destruction, so that building a module under it (libtorch's initializers draw from the
 /// default generator) is reproducible from `seed` without disturbing anybody else's random stream.

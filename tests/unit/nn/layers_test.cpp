@@ -112,6 +112,18 @@ TEST(NNLayers, MetaDeviceBuildsShapesWithoutMemory) {
   EXPECT_TRUE(big->weight.is_meta());
 }
 
+TEST(NNLayers, ModuleFreezeStopsGradientsAndTrainingModeInEveryChild) {
+  torch::nn::Module parent;
+  Linear child = parent.register_module("child", Linear(3, 2, true, kF32));
+  ASSERT_TRUE(parent.is_training());
+  ASSERT_TRUE(child->weight.requires_grad());
+  module_freeze(parent);
+  EXPECT_FALSE(parent.is_training());
+  EXPECT_FALSE(child->is_training());
+  ASSERT_EQ(parent.parameters().size(), 2u);
+  for (const auto& p : parent.parameters()) EXPECT_FALSE(p.requires_grad());
+}
+
 TEST(NNConfig, ReadsValuesDefaultsAndNamesTheFileAndKeyOnBadValues) {
   const std::string dir = test::temp_dir("nn_config");
   const std::string path = dir + "/config.json";
