@@ -106,11 +106,11 @@ EOF
     lib=/opt/cuda/usr/lib/x86_64-linux-gnu
     for l in libc10 libtorch_cpu libtorch_cuda; do nm -D --defined-only "$lib/$l.so".[0-9]*.[0-9]*.[0-9]*; done |
       awk "{print \$3}" | sort -u > /tmp/defined.txt
-    nm -u /tmp/distributed_nccl.o | awk "{print \$2}" | c++filt | grep -E "^(c10|c10d|at|torch)::" | sort -u > /tmp/needed.txt
-    nm -u /tmp/distributed_nccl.o | awk "{print \$2}" | sort -u > /tmp/needed_mangled.txt
-    missing=$(comm -23 /tmp/needed_mangled.txt /tmp/defined.txt | c++filt | grep -E "^(c10|c10d|at|torch)::" || true)
+    nm -u /tmp/distributed_nccl.o | awk "{print \$2}" | sort -u > /tmp/needed.txt
+    libtorch_symbols() { c++filt | grep -E "^(c10|c10d|at|torch)::" || true; }
+    missing=$(comm -23 /tmp/needed.txt /tmp/defined.txt | libtorch_symbols)
     if [ -n "$missing" ]; then echo "debian13_check: not in the CUDA libtorch:"; echo "$missing"; exit 1; fi
-    echo "debian13_check: NCCL path compiled; its $(wc -l < /tmp/needed.txt) libtorch symbols are all in $(ls $lib/libtorch_cuda.so.*.*.*)"' ||
+    echo "debian13_check: NCCL path compiled; its $(libtorch_symbols < /tmp/needed.txt | wc -l) libtorch symbols are all in $(ls $lib/libtorch_cuda.so.*.*.*)"' ||
     status=1
 fi
 
