@@ -1,6 +1,7 @@
 // The `sdpo` command line: plugins, train, experiment, sample, pretrain, analyze, bench.
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -19,6 +20,7 @@
 #include "sdpo/model.h"
 #include "sdpo/plugin.h"
 #include "sdpo/pretrain.h"
+#include "sdpo/threads.h"
 #include "sdpo/trainer.h"
 
 namespace po = boost::program_options;
@@ -75,9 +77,35 @@ commands:
   --help
         this text
 
+Every command takes --threads N: libtorch's intra-op threads (default: SDPO_THREADS, else
+OMP_NUM_THREADS, else every hardware thread; OpenBLAS keeps 1 unless OPENBLAS_NUM_THREADS is
+set). `launch` gives each of its N ranks the hardware threads divided by N unless told. The count
+is in run.h5's root attribute intra_op_threads.
+
 Plugins are loaded from the build's plugin folder, then SDPO_PLUGIN_PATH (colon-separated),
 then the manifest's plugin_paths.
 )";
+
+// Takes the global `--threads N` (or `--threads=N`) out of `args`, wherever it is; 0 if absent.
+int take_threads_option(std::vector<std::string>& args) {
+  int requested = 0;
+  for (std::size_t i = 0; i < args.size();) {
+    std::string value;
+    if (args[i] == "--threads") {
+      if (i + 1 >= args.size()) throw po::error("--threads needs a value");
+      value = args[i + 1];
+      args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+    } else if (args[i].rfind("--threads=", 0) == 0) {
+      value = args[i].substr(10);
+      args.erase(args.begin() + static_cast<long>(i));
+    } else {
+      ++i;
+      continue;
+    }
+    requested = sdpo::parse_thread_count(value, "--threads");
+  }
+  return requested;
+}
 
 std::vector<std::string> split_csv(const std::string& s) {
   std::vector<std::string> out;
@@ -255,7 +283,7 @@ int cmd_analyze(const std::vector<std::string>& args) {
 }
 
 // `launch` parses its own options up to the manifest; everything after it goes to `train`.
-int cmd_launch(const std::vector<std::string>& args) {
+int cmd_launch(const std::vector<std::string>& args, const sdpo::ThreadSettings& threads) {
   sdpo::LaunchOptions o;
   o.nproc = 0;
   std::size_t i = 0;
@@ -290,6 +318,8 @@ int cmd_launch(const std::vector<std::string>& args) {
     }
   }
   if (o.nproc < 1) throw po::error("launch: --nproc N (N >= 1) is required");
+  // N ranks on one machine share its cores; a count the user gave is each rank's.
+  o.threads_per_rank = threads.source == "hardware" ? std::max(1, threads.intra_op / o.nproc) : threads.intra_op;
   if (i >= args.size()) throw po::error("launch: a MANIFEST is required");
   o.args = {"train"};
   o.args.insert(o.args.end(), args.begin() + static_cast<long>(i), args.end());
@@ -309,10 +339,12 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   try {
+    const auto threads = sdpo::resolve_threads(take_threads_option(args), sdpo::ThreadEnvironment::current());
+    sdpo::apply_threads(threads);
     if (cmd == "plugins") return cmd_plugins(args);
     if (cmd == "train") return cmd_train(args);
     if (cmd == "experiment") return cmd_experiment(args);
-    if (cmd == "launch") return cmd_launch(args);
+    if (cmd == "launch") return cmd_launch(args, threads);
     if (cmd == "sample") return cmd_sample(args);
     if (cmd == "pretrain") return cmd_pretrain(args);
     if (cmd == "analyze") return cmd_analyze(args);

@@ -95,6 +95,7 @@ int launch_local(const LaunchOptions& o, std::ostream& out) {
       ::close(fds[0]);
       ::close(fds[1]);
       const std::string n = std::to_string(o.nproc), rank = std::to_string(r);
+      if (o.threads_per_rank > 0) ::setenv("SDPO_THREADS", std::to_string(o.threads_per_rank).c_str(), 1);
       ::setenv("RANK", rank.c_str(), 1);
       ::setenv("LOCAL_RANK", rank.c_str(), 1);
       ::setenv("WORLD_SIZE", n.c_str(), 1);

@@ -40,6 +40,7 @@
 #include "sdpo/sampler.h"
 #include "sdpo/sampling.h"
 #include "sdpo/text_encoder.h"
+#include "sdpo/threads.h"
 
 namespace sdpo {
 namespace fs = std::filesystem;
@@ -163,6 +164,8 @@ struct Trainer::Impl {
     }
     rewind_run_folder(dir, *file, resumed_from, m);
     file->set_attribute("manifest", m.text());
+    // The resumed piece runs with this process's threads (the speed of its epochs depends on it).
+    file->set_attribute("intra_op_threads", std::to_string(intra_op_threads()));
     file->flush();
     std::cerr << "resuming " << dir << " from its checkpoint at epoch " << resumed_from << " of "
               << m.train.epochs << "\n";
@@ -516,6 +519,7 @@ void Trainer::Impl::run() {
                    {"framework_version", SDPO_VERSION},
                    {"torch_version", TORCH_VERSION},
                    {"device", s.m.device},
+                   {"intra_op_threads", std::to_string(intra_op_threads())},
                    {"started_at", now_iso()}}));
   }
   if (s.writes()) {

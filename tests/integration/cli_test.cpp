@@ -7,6 +7,7 @@
 #include <memory>
 #include <sys/wait.h>
 
+#include "sdpo/run_file.h"
 #include "support/test_support.h"
 
 namespace {
@@ -83,8 +84,13 @@ TEST(Cli, TrainWritesToOutputAndSampleReadsTheCheckpoint) {
       "eval": {"steps": [1], "seeds": 1, "max_prompts": 1}, "output": {"progress": false}
     })";
   }
-  auto r = run("train " + manifest + " --output " + dir + "/run --set train.seed=7");
+  auto r = run("train " + manifest + " --threads 0 --output " + dir + "/run");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("--threads: expected a thread count, a whole number in 1..4096, got '0'"), std::string::npos)
+      << r.output;
+  r = run("train " + manifest + " --output " + dir + "/run --set train.seed=7 --threads 2");
   ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(sdpo::RunFile::open(dir + "/run/run.h5").attribute("intra_op_threads"), "2");
   EXPECT_NE(r.output.find("run file:     " + dir + "/run/run.h5"), std::string::npos) << r.output;
   EXPECT_TRUE(std::filesystem::exists(dir + "/run/run.h5"));
   EXPECT_NE(read_file(dir + "/run/manifest.json").find("\"seed\": 7"), std::string::npos) << "--set reaches the run";

@@ -28,6 +28,7 @@ struct LaunchOptions {
   double timeout_seconds = 0;     ///< > 0: exported as SDPO_DIST_TIMEOUT
   double grace_seconds = 10;      ///< after a failure, before the others are terminated
   std::string log_dir;            ///< empty: prefixed lines on `out`
+  int threads_per_rank = 0;       ///< > 0: exported as SDPO_THREADS (sdpo/threads.h)
 };
 
 /// Runs the children to completion. Returns 0 when all exited 0; else the exit status of the first

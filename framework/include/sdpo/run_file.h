@@ -3,7 +3,7 @@
 // run_file.cpp; nothing else in the codebase sees an hid_t.
 //
 //   /                      attrs: schema_version, manifest, framework_version, git_commit,
-//                                 torch_version, device, started_at
+//                                 torch_version, device, intra_op_threads, started_at
 //   /curves/train/<m>      1-D extendible float64, one row per epoch
 //   /curves/eval/steps_<n>/<m>
 //   /trajectories/epoch_<k>/<array>   chunked, gzip
