@@ -2,9 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/types.h>  // clip_grad.h is not self-contained
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
 
 #include <cstdio>
 #include <memory>
@@ -25,36 +22,14 @@
 namespace sdpo {
 namespace {
 
-constexpr double kMaxGradNorm = 1.0;
-constexpr double kWeightDecay = 0.01;
 /// sigma_data of the LCM boundary scalings (models.md 8.2); the lcm sampler fixes it too.
 constexpr double kSigmaData = 0.5;
-
-/// Distillation writes only the model: options that belong to the denoising method are refused
-/// rather than silently ignored.
-void refuse_denoising_only_options(const Manifest& m) {
-  const PretrainOptions& p = m.pretrain;
-  if (!p.text_encoder_out.empty()) {
-    throw ManifestError(m.file, "pretrain.text_encoder_out",
-                        "latent_consistency_distillation keeps the text encoder frozen and writes no copy; remove it");
-  }
-  if (!p.rewards.empty()) {
-    throw ManifestError(m.file, "pretrain.rewards",
-                        "latent_consistency_distillation fits no rewards; fit them with the denoising method");
-  }
-}
-
-std::string number_text(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
 
 }  // namespace
 
 void run_consistency_distillation(const Manifest& m, std::ostream& log) {
   const PretrainOptions& p = m.pretrain;
-  refuse_denoising_only_options(m);
+  detail::refuse_denoising_only_options(m);
   detail::require_output(m, p.model_out, "pretrain.model_out");
   const c10::Device device(m.device);
   Registry& registry = Registry::global();
@@ -81,7 +56,7 @@ void run_consistency_distillation(const Manifest& m, std::ostream& log) {
   const std::string prediction = student->prediction_type();
   std::vector<at::Tensor> params = student->trainable_parameters();
   const std::vector<at::Tensor> target_params = target->trainable_parameters();
-  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(p.learning_rate).weight_decay(kWeightDecay));
+  detail::PretrainOptimizer optimizer(params, p.learning_rate, p.steps);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(p.seed));
 
   log << "pretrain: latent consistency distillation of model '" << m.model.name << "' ("
@@ -92,10 +67,6 @@ void run_consistency_distillation(const Manifest& m, std::ostream& log) {
 
   detail::PretrainProgress progress(p.steps, log);
   for (std::int64_t step = 0; step < p.steps; ++step) {
-    const double lr = detail::learning_rate_at(step, p.steps, p.learning_rate);
-    for (auto& group : optimizer.param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    }
     LabelledBatch batch = prompts->labelled_batch(p.batch_size, gen);
     const std::int64_t b = batch.images.size(0);
     at::Tensor x0 = batch.images.to(device).mul(2.0).sub_(1.0);
@@ -119,10 +90,7 @@ void run_consistency_distillation(const Manifest& m, std::ostream& log) {
                                           p.timestep_scaling, kSigmaData, prediction)
                        .denoised;
     at::Tensor loss = consistency_loss(f, goal, p.consistency_loss, p.huber_c);
-    optimizer.zero_grad();
-    loss.backward();
-    torch::nn::utils::clip_grad_norm_(params, kMaxGradNorm);
-    optimizer.step();
+    const double lr = optimizer.step(step, loss);
     ema_update(target_params, params, p.ema_decay);
     progress.record(step, loss.item<double>(), lr);
   }
@@ -132,11 +100,11 @@ void run_consistency_distillation(const Manifest& m, std::ostream& log) {
       {"component", "model:" + m.model.name},
       {"method", p.method},
       {"steps", std::to_string(p.steps)},
-      {"final_loss", number_text(progress.final_loss())},
+      {"final_loss", detail::number_text(progress.final_loss())},
       {"seed", std::to_string(p.seed)},
       {"batch_size", std::to_string(p.batch_size)},
-      {"learning_rate", number_text(p.learning_rate)},
-      {"ema_decay", number_text(p.ema_decay)},
+      {"learning_rate", detail::number_text(p.learning_rate)},
+      {"ema_decay", detail::number_text(p.ema_decay)},
       {"original_inference_steps", std::to_string(p.original_inference_steps)},
       {"consistency_loss", p.consistency_loss}};
   safetensors_save(p.model_out, student->state_dict(), meta);

@@ -44,6 +44,23 @@ std::vector<std::int64_t> ddim_timesteps(const DDIMSchedule& s, std::int64_t n) 
   return ts;
 }
 
+// 2.4 step 3, shared by the sampler's step and by training that regresses the predicted x0
+// (few-step distillation).
+DDIMPrediction ddim_prediction(const at::Tensor& alphas_cumprod, const at::Tensor& model_output,
+                               const at::Tensor& timestep, const at::Tensor& sample, const std::string& prediction) {
+  std::vector<int64_t> bshape(static_cast<size_t>(sample.dim()), 1);
+  bshape[0] = sample.size(0);
+  auto ab_t = alphas_cumprod.to(sample.device()).index_select(0, timestep.to(sample.device(), at::kLong));
+  ab_t = ab_t.view(bshape).to(sample.scalar_type());
+  auto bb_t = 1 - ab_t;
+  if (prediction == "epsilon") return {(sample - bb_t.sqrt() * model_output) / ab_t.sqrt(), model_output};
+  if (prediction == "v_prediction") {
+    return {ab_t.sqrt() * sample - bb_t.sqrt() * model_output, ab_t.sqrt() * model_output + bb_t.sqrt() * sample};
+  }
+  if (prediction == "sample") return {model_output, (sample - ab_t.sqrt() * model_output) / bb_t.sqrt()};
+  throw Error("DDIM step: prediction must be 'epsilon', 'v_prediction' or 'sample', got '" + prediction + "'");
+}
+
 DDIMStepResult ddim_step(
     const at::Tensor& alphas_cumprod,
     const at::Tensor& model_output,
@@ -68,21 +85,8 @@ DDIMStepResult ddim_step(
   bshape[0] = sample.size(0);
   auto ab_t = ac.index_select(0, t).view(bshape).to(sample.scalar_type());
   auto ab_prev = ac.index_select(0, t_prev).view(bshape).to(sample.scalar_type());
-  auto bb_t = 1 - ab_t;
 
-  at::Tensor pred_x0, pred_eps;
-  if (prediction == "epsilon") {
-    pred_x0 = (sample - bb_t.sqrt() * model_output) / ab_t.sqrt();
-    pred_eps = model_output;
-  } else if (prediction == "v_prediction") {
-    pred_x0 = ab_t.sqrt() * sample - bb_t.sqrt() * model_output;
-    pred_eps = ab_t.sqrt() * model_output + bb_t.sqrt() * sample;
-  } else if (prediction == "sample") {
-    pred_x0 = model_output;
-    pred_eps = (sample - ab_t.sqrt() * pred_x0) / bb_t.sqrt();
-  } else {
-    throw Error("DDIM step: prediction must be 'epsilon', 'v_prediction' or 'sample', got '" + prediction + "'");
-  }
+  auto [pred_x0, pred_eps] = ddim_prediction(ac, model_output, t, sample, prediction);
 
   // 2.4 steps 6-7: variance and mean.
   auto variance = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev);

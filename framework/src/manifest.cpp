@@ -251,8 +251,9 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     p.method = r.string("method", p.method,
                         "denoising: train the base model and text encoder from random init; "
                         "latent_consistency_distillation: distill the model's checkpoint into a few-step "
-                        "consistency model (for the lcm sampler)",
-                        {"denoising", "latent_consistency_distillation"});
+                        "consistency model (for the lcm sampler); few_step_distillation: distill it into a "
+                        "few-step model for the ddim sampler (a toy SD-Turbo)",
+                        {"denoising", "latent_consistency_distillation", "few_step_distillation"});
     p.steps = r.integer("steps", p.steps, 1, 100000000, "optimizer steps for the base model");
     p.batch_size = r.integer("batch_size", p.batch_size, 1, 1 << 20, "images per step");
     p.learning_rate = r.number("learning_rate", p.learning_rate, 0.0, 10.0, "AdamW learning rate");
@@ -273,6 +274,19 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     p.timestep_scaling = r.number("timestep_scaling", p.timestep_scaling, 1e-12, 1e6,
                                   "consistency distillation: s = t * timestep_scaling in c_skip, c_out "
                                   "(must match the lcm sampler's)");
+    p.teacher_steps = r.integer("teacher_steps", p.teacher_steps, 1, 1000,
+                                "few-step distillation: length of the teacher's trailing DDIM (eta 0) trajectories");
+    p.distill_steps = r.integers("distill_steps", p.distill_steps, 1, 1000,
+                                 "few-step distillation: student step counts whose trailing timesteps are "
+                                 "distilled (each must divide teacher_steps' grid: its timesteps on the teacher's)");
+    p.distill_batch_size = r.integer("distill_batch_size", p.distill_batch_size, 1, 1 << 20,
+                                     "few-step distillation: teacher trajectories per step");
+    p.denoise_weight = r.number("denoise_weight", p.denoise_weight, 0.0, 1e6,
+                                "few-step distillation: weight of the denoising loss on labelled images");
+    p.prediction_type = r.string("prediction_type", p.prediction_type,
+                                 "few-step distillation: what the student predicts, set as its model's "
+                                 "prediction_type option (empty: the same as the teacher)",
+                                 {"", "epsilon", "v_prediction", "sample"});
     r.finish();
     if (!rewards.is_null()) {
       if (!rewards.is_array()) throw ManifestError(file, "pretrain.rewards", "expected an array of reward components");

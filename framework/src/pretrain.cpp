@@ -2,9 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/types.h>  // clip_grad.h is not self-contained
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
 
 #include <cstdio>
 #include <memory>
@@ -18,8 +15,8 @@
 #include "sdpo/prompts.h"
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
+#include "sdpo/few_step_distillation_driver.h"
 #include "sdpo/safetensors.h"
-#include "sdpo/consistency_distillation_driver.h"
 #include "sdpo/text_encoder.h"
 #include "pretrain_support.h"
 
@@ -29,24 +26,6 @@ namespace {
 using detail::parameter_count;
 using detail::require_output;
 using detail::without_checkpoint;
-
-constexpr double kMaxGradNorm = 1.0;
-constexpr double kWeightDecay = 0.01;
-/// Sampling step counts whose trailing timesteps get half of every batch.
-const std::vector<std::int64_t> kFewStepCounts{1, 2, 4, 8};
-
-/// Timesteps of one batch: the first half uniform over the training timesteps (the model must
-/// denoise at every noise level), the second half drawn from the trailing timesteps of 1-, 2-, 4-
-/// and 8-step sampling, pooled with repetition. Few-step sampling evaluates the model only at
-/// those timesteps, and first at t = 999 where x_t is almost pure noise and the whole image
-/// layout is decided: 999 appears in all four lists, so it gets 4/15 of that half.
-at::Tensor sample_timesteps(std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen,
-                            std::int64_t num_train_timesteps) {
-  const std::int64_t uniform = (batch + 1) / 2;
-  at::Tensor t_uniform = at::randint(0, num_train_timesteps, {uniform}, gen, at::kLong);
-  at::Tensor pick = at::randint(0, few_step_pool.size(0), {batch - uniform}, gen, at::kLong);
-  return at::cat({t_uniform, few_step_pool.index_select(0, pick)});
-}
 
 struct Components {
   std::shared_ptr<Model> model;
@@ -91,6 +70,10 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
     run_consistency_distillation(m, log);
     return;
   }
+  if (p.method == "few_step_distillation") {
+    run_few_step_distillation(m, log);
+    return;
+  }
   const c10::Device device(m.device);
   Components c = create_components(m);
   Model& model = *c.model;
@@ -102,17 +85,13 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
 
   const DDIMSchedule schedule;
   const at::Tensor alphas_cumprod = ddim_alphas_cumprod(schedule).to(device);
-  std::vector<std::int64_t> pool;
-  for (std::int64_t n : kFewStepCounts) {
-    for (std::int64_t t : ddim_timesteps(schedule, n)) pool.push_back(t);
-  }
-  const at::Tensor few_step_pool = at::tensor(pool, at::kLong);
+  const at::Tensor few_step_pool = detail::few_step_timestep_pool(schedule);
 
   std::vector<at::Tensor> params = model.trainable_parameters();
   const std::int64_t model_params = parameter_count(params);
   std::vector<at::Tensor> text_params = text_encoder.trainable_parameters();
   params.insert(params.end(), text_params.begin(), text_params.end());
-  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(p.learning_rate).weight_decay(kWeightDecay));
+  detail::PretrainOptimizer optimizer(params, p.learning_rate, p.steps);
 
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(p.seed));
   const std::string prediction = model.prediction_type();
@@ -123,15 +102,10 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
 
   detail::PretrainProgress progress(p.steps, log);
   for (std::int64_t step = 0; step < p.steps; ++step) {
-    const double lr = detail::learning_rate_at(step, p.steps, p.learning_rate);
-    for (auto& group : optimizer.param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    }
-
     LabelledBatch batch = c.prompts->labelled_batch(p.batch_size, gen);
     const std::int64_t b = batch.images.size(0);
     at::Tensor x0 = batch.images.to(device).mul(2.0).sub_(1.0);
-    at::Tensor t = sample_timesteps(b, few_step_pool, gen, schedule.num_train_timesteps).to(device);
+    at::Tensor t = detail::sample_denoising_timesteps(b, few_step_pool, gen, schedule.num_train_timesteps).to(device);
     at::Tensor eps = at::randn(batch.images.sizes(), gen, batch.images.options()).to(device);
     at::Tensor ab = alphas_cumprod.index_select(0, t).view({b, 1, 1, 1});
     at::Tensor a = ab.sqrt(), s = (1.0 - ab).sqrt();
@@ -140,11 +114,7 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
 
     at::Tensor pred = model.forward(x_t, t, text_encoder.encode(batch.prompts));
     at::Tensor loss = at::mse_loss(pred, target);
-    optimizer.zero_grad();
-    loss.backward();
-    torch::nn::utils::clip_grad_norm_(params, kMaxGradNorm);
-    optimizer.step();
-
+    const double lr = optimizer.step(step, loss);
     progress.record(step, loss.item<double>(), lr);
   }
   model.set_training(false);

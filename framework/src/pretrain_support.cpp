@@ -1,5 +1,10 @@
 #include "pretrain_support.h"
 
+#include <ATen/ATen.h>
+#include <torch/types.h>  // clip_grad.h is not self-contained
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -25,6 +30,23 @@ void require_output(const Manifest& m, const std::string& path, const std::strin
   if (ec) throw FileError(parent.string(), "cannot create the folder for " + key + ": " + ec.message());
 }
 
+void refuse_denoising_only_options(const Manifest& m) {
+  const PretrainOptions& p = m.pretrain;
+  if (!p.text_encoder_out.empty()) {
+    throw ManifestError(m.file, "pretrain.text_encoder_out",
+                        p.method + " keeps the text encoder frozen and writes no copy; remove it");
+  }
+  if (!p.rewards.empty()) {
+    throw ManifestError(m.file, "pretrain.rewards", p.method + " fits no rewards; fit them with the denoising method");
+  }
+}
+
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
 // Warm-up keeps AdamW's first, badly-estimated steps from wrecking the init at a high lr; the
 // decay buys a lower final loss for the same number of steps.
 double learning_rate_at(std::int64_t step, std::int64_t steps, double lr) {
@@ -35,6 +57,49 @@ double learning_rate_at(std::int64_t step, std::int64_t steps, double lr) {
       static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, steps - warmup));
   const double cosine = 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
   return lr * (kFinalLrFraction + (1.0 - kFinalLrFraction) * cosine);
+}
+
+at::Tensor few_step_timestep_pool(const DDIMSchedule& schedule) {
+  std::vector<std::int64_t> pool;
+  for (std::int64_t n : {1, 2, 4, 8}) {
+    for (std::int64_t t : ddim_timesteps(schedule, n)) pool.push_back(t);
+  }
+  return at::tensor(pool, at::kLong);
+}
+
+// The first half keeps the model a denoiser at every noise level. Few-step sampling evaluates the
+// model only at the pool's timesteps, and first at t = 999 where x_t is almost pure noise and the
+// whole layout is decided: 999 is in all four lists, so it gets 4/15 of the second half.
+at::Tensor sample_denoising_timesteps(std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen,
+                                      std::int64_t num_train_timesteps) {
+  const std::int64_t uniform = (batch + 1) / 2;
+  at::Tensor t_uniform = at::randint(0, num_train_timesteps, {uniform}, gen, at::kLong);
+  at::Tensor pick = at::randint(0, few_step_pool.size(0), {batch - uniform}, gen, at::kLong);
+  return at::cat({t_uniform, few_step_pool.index_select(0, pick)});
+}
+
+namespace {
+constexpr double kMaxGradNorm = 1.0;
+constexpr double kWeightDecay = 0.01;
+}  // namespace
+
+PretrainOptimizer::PretrainOptimizer(std::vector<at::Tensor> params, double learning_rate, std::int64_t steps)
+    : params_(std::move(params)),
+      learning_rate_(learning_rate),
+      steps_(steps),
+      adamw_(std::make_unique<torch::optim::AdamW>(
+          params_, torch::optim::AdamWOptions(learning_rate).weight_decay(kWeightDecay))) {}
+
+PretrainOptimizer::~PretrainOptimizer() = default;
+
+double PretrainOptimizer::step(std::int64_t step, const at::Tensor& loss) {
+  const double lr = learning_rate_at(step, steps_, learning_rate_);
+  for (auto& group : adamw_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  adamw_->zero_grad();
+  loss.backward();
+  torch::nn::utils::clip_grad_norm_(params_, kMaxGradNorm);
+  adamw_->step();
+  return lr;
 }
 
 std::int64_t parameter_count(const std::vector<at::Tensor>& params) {

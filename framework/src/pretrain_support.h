@@ -1,17 +1,25 @@
 #pragma once
-// Pieces shared by the two `sdpo pretrain` methods (pretrain.cpp: denoising training of the base
-// model; consistency_distillation.cpp: latent consistency distillation of it). Internal to the
+// Pieces shared by the `sdpo pretrain` methods (pretrain.cpp: denoising training of the base
+// model; consistency_distillation_driver.cpp: latent consistency distillation of it;
+// few_step_distillation_driver.cpp: distillation into a few-step ddim model). Internal to the
 // framework library.
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "sdpo/ddim.h"
 #include "sdpo/manifest.h"
+
+namespace torch::optim {
+class AdamW;
+}
 
 namespace sdpo::detail {
 
@@ -21,6 +29,13 @@ ComponentConfig without_checkpoint(ComponentConfig cfg);
 /// Refuses an empty output path (naming `key` in the manifest) and creates its parent folder.
 void require_output(const Manifest& m, const std::string& path, const std::string& key);
 
+/// The distillation methods write only the model: a manifest that asks them for a text encoder
+/// copy or reward fits (options of the denoising method) gets a ManifestError naming the key.
+void refuse_denoising_only_options(const Manifest& m);
+
+/// "%.6g" of `v`, for the checkpoints' metadata.
+std::string number_text(double v);
+
 /// Linear warm-up over the first 5% of steps (at most 100), then cosine decay from lr to 0.1 lr.
 double learning_rate_at(std::int64_t step, std::int64_t steps, double lr);
 
@@ -28,6 +43,30 @@ std::int64_t parameter_count(const std::vector<at::Tensor>& params);
 
 /// "12s", "3m04s", "1h02m".
 std::string duration_text(double seconds);
+
+/// The trailing timesteps of 1-, 2-, 4- and 8-step sampling, pooled with repetition: (K,) int64.
+at::Tensor few_step_timestep_pool(const DDIMSchedule& schedule);
+
+/// Timesteps of one denoising batch, (batch,) int64: the first half uniform over
+/// {0..num_train_timesteps-1}, the second half drawn from `few_step_pool`.
+at::Tensor sample_denoising_timesteps(std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen,
+                                      std::int64_t num_train_timesteps);
+
+/// The optimizer of every pretrain method: AdamW (weight decay 0.01) over `params`, the gradient
+/// norm clipped at 1, the learning rate of learning_rate_at() for `steps` steps.
+class PretrainOptimizer {
+ public:
+  PretrainOptimizer(std::vector<at::Tensor> params, double learning_rate, std::int64_t steps);
+  ~PretrainOptimizer();
+  /// Sets step's learning rate, back-propagates `loss` and steps. Returns that learning rate.
+  double step(std::int64_t step, const at::Tensor& loss);
+
+ private:
+  std::vector<at::Tensor> params_;
+  double learning_rate_;
+  std::int64_t steps_;
+  std::unique_ptr<torch::optim::AdamW> adamw_;
+};
 
 /// Averages the loss over windows of `every` steps and logs "pretrain k/N  loss  lr  elapsed  eta"
 /// at each window's end and at the last step. Throws NumericError on a non-finite loss.

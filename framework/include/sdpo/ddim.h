@@ -28,6 +28,17 @@ at::Tensor ddim_alphas_cumprod(const DDIMSchedule& schedule);
 /// Timesteps of an n-step trajectory in denoising order (2.3). Trailing uses round-half-to-even.
 std::vector<std::int64_t> ddim_timesteps(const DDIMSchedule& schedule, std::int64_t n);
 
+/// The model's estimates of the clean sample and the noise at `timestep` (2.4 step 3):
+/// epsilon: x0 = (x - sqrt(1 - ab) out) / sqrt(ab); v_prediction: x0 = sqrt(ab) x - sqrt(1 - ab) out,
+/// eps = sqrt(ab) out + sqrt(1 - ab) x; sample: x0 = out, eps = (x - sqrt(ab) x0) / sqrt(1 - ab).
+/// `alphas_cumprod`: (T_train,); `timestep`: (B,) int64; `model_output`, `sample`: (B, ...).
+struct DDIMPrediction {
+  at::Tensor pred_x0;   ///< (B, ...)
+  at::Tensor pred_eps;  ///< (B, ...)
+};
+DDIMPrediction ddim_prediction(const at::Tensor& alphas_cumprod, const at::Tensor& model_output,
+                               const at::Tensor& timestep, const at::Tensor& sample, const std::string& prediction);
+
 struct DDIMStepResult {
   at::Tensor prev_sample;  ///< (B, ...)
   at::Tensor pred_x0;      ///< (B, ...)

@@ -57,7 +57,9 @@ struct OutputOptions {
 struct PretrainOptions {
   /// "denoising": train the base model and text encoder from random init (pretrain.h);
   /// "latent_consistency_distillation": distill the model (from its checkpoint) into a few-step
-  /// consistency model with the text encoder frozen (consistency_distillation_driver.h).
+  /// consistency model with the text encoder frozen (consistency_distillation_driver.h);
+  /// "few_step_distillation": distill it into a few-step model for the unchanged ddim sampler
+  /// (few_step_distillation_driver.h).
   std::string method = "denoising";
   std::int64_t steps = 1500;
   std::int64_t batch_size = 64;
@@ -75,6 +77,12 @@ struct PretrainOptions {
   std::string consistency_loss = "l2";         ///< "l2" or "huber"
   double huber_c = 0.001;
   double timestep_scaling = 10.0;              ///< as the lcm sampler's option of that name
+  // few_step_distillation only (few_step_distillation.h):
+  std::int64_t teacher_steps = 8;                   ///< the teacher's trailing DDIM (eta 0) trajectory length
+  std::vector<std::int64_t> distill_steps{1, 2, 4};  ///< student step counts whose timesteps are distilled
+  std::int64_t distill_batch_size = 16;             ///< teacher trajectories per step
+  double denoise_weight = 1.0;                      ///< weight of the denoising loss on labelled images
+  std::string prediction_type;                      ///< the student's (set as its model option); "": the teacher's
 };
 
 struct Manifest {

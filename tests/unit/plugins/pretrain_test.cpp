@@ -134,4 +134,77 @@ TEST_F(Pretrain, ConsistencyDistillationRefusesDenoisingOnlyOutputs) {
   }
 }
 
+// Few-step distillation of a micro base model (few_step_distillation_driver.h): the student starts
+// from the teacher's checkpoint, moves, logs both losses and loads strictly back.
+TEST_F(Pretrain, FewStepDistillationWritesAStudentThatMoved) {
+  const std::string dir = sdpo::test::temp_dir("pretrain_fsd");
+  const sdpo::Manifest base = sdpo::Manifest::parse(manifest_text(dir), "<test>");
+  std::ostringstream log;
+  sdpo::run_pretrain(base, log);  // the teacher: dir/model.safetensors
+
+  const std::string text = R"({
+    "model": {"name": "toy_unet", "options": {"image_size": 16, "channels": [16, 16], "cond_dim": 16,
+              "heads": 2, "checkpoint": ")" + dir + R"(/model.safetensors"}},
+    "text_encoder": {"name": "toy_text", "options": {"dim": 16, "max_words": 8,
+                     "checkpoint": ")" + dir + R"(/sub/text.safetensors"}},
+    "prompts": {"name": "shapes", "options": {"image_size": 16}},
+    "pretrain": {"method": "few_step_distillation", "steps": 3, "batch_size": 4, "distill_batch_size": 2,
+                 "teacher_steps": 4, "distill_steps": [1, 2], "learning_rate": 1e-3, "seed": 5,
+                 "prediction_type": "v_prediction",
+                 "model_out": ")" + dir + R"(/turbo.safetensors"}
+  })";
+  const sdpo::Manifest m = sdpo::Manifest::parse(text, "<test>");
+  std::ostringstream fsd_log;
+  sdpo::run_pretrain(m, fsd_log);
+  const std::string out = fsd_log.str();
+  EXPECT_NE(out.find("few-step distillation"), std::string::npos) << out;
+  EXPECT_NE(out.find("distilled at t = 999, 499"), std::string::npos) << out;
+  EXPECT_NE(out.find("predicts v_prediction, teacher epsilon"), std::string::npos) << out;
+  EXPECT_NE(out.find("pretrain 3/3"), std::string::npos) << out;
+  EXPECT_NE(out.find("  distill "), std::string::npos) << out;
+
+  sdpo::StringMap meta;
+  const sdpo::TensorMap student = sdpo::safetensors_load(dir + "/turbo.safetensors", &meta);
+  const sdpo::TensorMap teacher = sdpo::safetensors_load(dir + "/model.safetensors");
+  EXPECT_EQ(meta["method"], "few_step_distillation");
+  EXPECT_EQ(meta["teacher_steps"], "4");
+  EXPECT_EQ(meta["distill_steps"], "1,2");
+  EXPECT_EQ(meta["prediction_type"], "v_prediction");
+  ASSERT_EQ(student.size(), teacher.size());
+  double moved = 0.0;
+  for (const auto& [key, value] : teacher) moved += (student.at(key) - value).abs().sum().item<double>();
+  EXPECT_GT(moved, 0.0);
+  sdpo::ComponentConfig cfg = m.model;
+  cfg.options["checkpoint"] = dir + "/turbo.safetensors";
+  cfg.options["prediction_type"] = "v_prediction";
+  EXPECT_EQ(sdpo::Registry::global().create<sdpo::Model>(cfg)->prediction_type(), "v_prediction");  // strict load
+}
+
+TEST_F(Pretrain, FewStepDistillationRefusesBadSettingsBeforeTraining) {
+  const std::string dir = sdpo::test::temp_dir("pretrain_fsd");
+  sdpo::Manifest m = sdpo::Manifest::parse(manifest_text(dir), "<test>");
+  m.pretrain.method = "few_step_distillation";
+  m.pretrain.distill_batch_size = 2;
+  auto refused_at = [&](const sdpo::Manifest& bad) {
+    std::ostringstream log;
+    try {
+      sdpo::run_pretrain(bad, log);
+    } catch (const sdpo::ManifestError& e) {
+      EXPECT_EQ(log.str().find("pretrain 1/"), std::string::npos) << "no step may run before the check";
+      return e.json_path() + ": " + e.what();
+    }
+    return std::string("not refused");
+  };
+  EXPECT_NE(refused_at(m).find("pretrain.text_encoder_out"), std::string::npos);  // still set
+  m.pretrain.text_encoder_out.clear();
+  m.pretrain.teacher_steps = 6;
+  m.pretrain.distill_steps = {1, 4};
+  EXPECT_NE(refused_at(m).find("4-step sampling visits t = 749, which the teacher's 6-step trajectory does not pass"),
+            std::string::npos)
+      << refused_at(m);
+  m.pretrain.teacher_steps = 8;
+  m.pretrain.distill_batch_size = m.pretrain.batch_size + 1;
+  EXPECT_NE(refused_at(m).find("pretrain.distill_batch_size"), std::string::npos) << refused_at(m);
+}
+
 }  // namespace
