@@ -182,6 +182,14 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     t.train_batch_size = r.integer("train_batch_size", t.train_batch_size, 1, 1 << 20, "trajectories or pairs per micro-batch (B_t)");
     t.seed = r.integer("seed", t.seed, 0, INT64_MAX, "random seed");
     t.checkpoint_every = r.integer("checkpoint_every", t.checkpoint_every, 1, 1 << 20, "epochs between checkpoints");
+    t.update_schedule = r.string("update_schedule", t.update_schedule,
+                                 "epoch: sample all batches_per_epoch batches, then one algorithm update over "
+                                 "the epoch's buffer; per_batch (RLCM's loop): sample a batch, normalize it, "
+                                 "update on it, batch by batch (the same as epoch at one batch). Under per_batch "
+                                 "the train row's algorithm metrics are means over the epoch's batches (updates: "
+                                 "the running count after the last), the counters, rewards and phase times cover "
+                                 "the whole epoch",
+                                 {"epoch", "per_batch"});
     auto& o = t.optimizer;
     o.name = r.string("optimizer", o.name, "optimizer", {"adamw", "adam"});
     o.learning_rate = r.number("learning_rate", o.learning_rate, 0.0, 10.0, "learning rate");

@@ -92,6 +92,26 @@ auto timed(double& total, c10::Device device, F&& f) {
   return f();
 }
 
+// The train row of a train.update_schedule per_batch epoch: each metric's mean over the batches'
+// updates, except `updates`, the optimizer's running count of steps (every algorithm reports
+// it), whose mean would be no count at all: it keeps its value after the last batch. One batch
+// gives its metrics unchanged (v / 1 == v), so per_batch at one batch logs what epoch logs.
+Metrics mean_over_batches(const std::vector<Metrics>& batches) {
+  Metrics out;
+  std::map<std::string, std::int64_t> count;
+  for (const auto& metrics : batches) {
+    for (const auto& [k, v] : metrics) {
+      auto [it, fresh] = out.emplace(k, v);
+      if (!fresh) it->second = k == "updates" ? v : it->second + v;
+      ++count[k];
+    }
+  }
+  for (auto& [k, v] : out) {
+    if (k != "updates") v /= static_cast<double>(count[k]);
+  }
+  return out;
+}
+
 }  // namespace
 
 struct Trainer::Impl {
@@ -245,10 +265,11 @@ struct Trainer::Impl {
     return choices[static_cast<std::size_t>(i.item<std::int64_t>())];
   }
 
-  // Steps 1-3 of one epoch for one rank, every random draw from `gen`: the buffer up to its dense
-  // and final rewards (no returns, no advantages yet). Adds the reward queries to `queries`.
-  RolloutBuffer sample_epoch(at::Generator& gen, std::int64_t T, EpochTimes& times, Progress* bar,
-                             std::int64_t& queries) {
+  // Steps 1-3 of the epoch's sampling batches [first, first + count) for one rank, every random
+  // draw from `gen`: the buffer up to its dense and final rewards (no returns, no advantages yet).
+  // Adds the reward queries to `queries`.
+  RolloutBuffer sample_batches(at::Generator& gen, std::int64_t T, std::int64_t first, std::int64_t count,
+                               EpochTimes& times, Progress* bar, std::int64_t& queries) {
     const auto spec = c.algorithm->spec();
     const auto& pool = c.prompts->train_prompts();
     const std::int64_t B = m.train.batch_size;
@@ -257,7 +278,7 @@ struct Trainer::Impl {
     noise_shape.insert(noise_shape.end(), shape.begin(), shape.end());
     std::vector<std::vector<std::string>> prompt_parts;
     std::vector<at::Tensor> cond_p, ts_p, lat_p, next_p, lp_p, x0_p, steps_p, q_p, sim_p, anchor_p, dense_p;
-    for (std::int64_t batch = 0; batch < m.train.batches_per_epoch; ++batch) {
+    for (std::int64_t batch = first; batch < first + count; ++batch) {
       at::NoGradGuard no_grad;
       PhaseTimer sampling(times.sampling, device);
       // 1. prompts, uniformly with replacement (4.1/7.1), encoded once per batch.
@@ -346,25 +367,28 @@ struct Trainer::Impl {
     return buf;
   }
 
-  void train_epoch() {
+  // The batches [first, first + count) of this epoch: this process's and, with
+  // TrainerOptions::sampling_ranks, the simulated ranks' too, as their union.
+  RolloutBuffer sample_round(std::int64_t T, std::int64_t first, std::int64_t count, EpochTimes& times, Progress& bar,
+                             std::int64_t& queries) {
+    RolloutBuffer buf = sample_batches(gen, T, first, count, times, &bar, queries);
+    if (simulated_rank_gens.empty()) return buf;
+    std::vector<RolloutBuffer> parts{std::move(buf)};
+    for (auto& g : simulated_rank_gens) parts.push_back(sample_batches(g, T, first, count, times, nullptr, queries));
+    return merge_rollouts(parts);
+  }
+
+  // Steps 4-5 on one sampled buffer (the whole epoch, or one batch under train.update_schedule
+  // per_batch): returns -> advantages -> the algorithm's update. Each call advances the
+  // normalizer's state by this buffer's returns. Sets `all_dense` to the buffer's dense rewards
+  // over all ranks (for the log).
+  Metrics prepare_and_update(RolloutBuffer& buf, EpochTimes& times, at::Tensor& all_dense) {
     const auto spec = c.algorithm->spec();
-    Progress bar(m.output.progress, "epoch " + std::to_string(counters.epoch + 1) + "/" + std::to_string(m.train.epochs),
-                 m.train.batches_per_epoch + 1);
-    std::int64_t queries = 0;
-    EpochTimes times;
-    const auto epoch_start = std::chrono::steady_clock::now();
-    const std::int64_t T = trajectory_steps();
-    RolloutBuffer buf = sample_epoch(gen, T, times, &bar, queries);
-    if (!simulated_rank_gens.empty()) {  // TrainerOptions::sampling_ranks: the union of the ranks' epochs
-      std::vector<RolloutBuffer> parts{std::move(buf)};
-      for (auto& g : simulated_rank_gens) parts.push_back(sample_epoch(g, T, times, nullptr, queries));
-      buf = merge_rollouts(parts);
-    }
     PhaseTimer preparing(times.prepare, device);
     // 4. dense rewards -> returns -> advantages. With several ranks the normalizer sees every
     // rank's returns (gathered in the union layout, data_parallel.h), so that its per-prompt
     // statistics and state are the same on every rank; each rank keeps its own rows.
-    at::Tensor all_dense = buf.dense_rewards;  // the epoch's rewards over all ranks, for the log
+    all_dense = buf.dense_rewards;
     if (dist) {
       auto g = gather_rewards(buf, c.prompts->train_prompts(), *dist);
       all_dense = g.dense_rewards;
@@ -384,8 +408,51 @@ struct Trainer::Impl {
     // constructor's gradient hook).
     UpdateContext ctx{*c.model, *c.sampler, *optimizer, gen, counters.epoch + 1, m.train.train_batch_size,
                       reference.get()};
-    Metrics metrics = timed(times.update, device, [&] { return c.algorithm->update(buf, ctx); });
-    bar.tick("updated");
+    return timed(times.update, device, [&] { return c.algorithm->update(buf, ctx); });
+  }
+
+  void train_epoch() {
+    const bool per_batch = m.train.update_schedule == "per_batch";
+    const std::int64_t n_b = m.train.batches_per_epoch;
+    Progress bar(m.output.progress, "epoch " + std::to_string(counters.epoch + 1) + "/" + std::to_string(m.train.epochs),
+                 n_b + (per_batch ? n_b : 1));
+    std::int64_t queries = 0;
+    EpochTimes times;
+    const auto epoch_start = std::chrono::steady_clock::now();
+    const std::int64_t T = trajectory_steps();
+    RolloutBuffer buf;
+    at::Tensor all_dense;  // the epoch's rewards over all ranks, for the log
+    Metrics metrics;
+    if (per_batch) {
+      // RLCM's loop (research/algorithms.md 5.4): sample one batch, normalize it, update on it,
+      // so that every update trains on samples of the current policy and the normalizer's
+      // state advances batch by batch, as RLCM's stat tracker does. The epoch's buffer (for the
+      // log) is the batches' union.
+      std::vector<RolloutBuffer> parts;
+      std::vector<at::Tensor> dense_parts;
+      std::vector<Metrics> batch_metrics;
+      for (std::int64_t b = 0; b < n_b; ++b) {
+        RolloutBuffer part = sample_round(T, b, 1, times, bar, queries);
+        at::Tensor dense;
+        batch_metrics.push_back(prepare_and_update(part, times, dense));
+        bar.tick("updated " + std::to_string(b + 1));
+        // Only the log reads a batch after its update: free what it never writes, so that the
+        // epoch holds one batch's training tensors at a time.
+        part.cond = at::Tensor();
+        part.next_latents = at::Tensor();
+        if (!m.output.save_latents) part.latents = at::Tensor();
+        parts.push_back(std::move(part));
+        dense_parts.push_back(dense);
+      }
+      PhaseTimer preparing(times.prepare, device);
+      buf = merge_rollouts(parts);
+      all_dense = cat_rows(dense_parts, buf.paired);
+      metrics = mean_over_batches(batch_metrics);
+    } else {
+      buf = sample_round(T, 0, n_b, times, bar, queries);
+      metrics = prepare_and_update(buf, times, all_dense);
+      bar.tick("updated");
+    }
 
     counters.epoch += 1;
     if (dist) {

@@ -25,6 +25,13 @@ struct TrainOptions {
   std::int64_t seed = 42;
   OptimizerOptions optimizer;           ///< includes learning rate, clipping and accumulation
   std::int64_t checkpoint_every = 1;    ///< epochs between checkpoints (the last epoch always)
+  /// "epoch": sample all n_b batches, then one algorithm update over the epoch's buffer.
+  /// "per_batch" (RLCM's loop, research/algorithms.md 5.4): for each batch, sample it, compute
+  /// its returns and advantages (the normalizer's state advancing batch by batch) and run the
+  /// algorithm's update on it alone; the epoch's train row then holds the metrics averaged over
+  /// the batches (`updates`, a running count, after the last), counters, rewards and phase
+  /// times over the whole epoch. Identical to "epoch" when n_b = 1.
+  std::string update_schedule = "epoch";
 };
 
 struct SampleOptions {
