@@ -2,11 +2,17 @@
 """Figures and tables of an experiment (`sdpo experiment`), from its index.json and run files.
 
     /usr/bin/python3 experiments/plot.py experiments/toy/fig3_learning_curves.json [--runs DIR] [--out DIR]
+        [--results FILE.csv]
 
 Reads the experiment manifest's "plots" list, the experiment's index.json (runs, their settings
 and folders) and each run's run.h5 (schema version 1, DESIGN.md section 6), and writes one PNG per
 "curves" plot and one Markdown file per "table" plot into DIR (default: the experiment's output
 folder). Needs only h5py, numpy and matplotlib (Debian: python3-h5py, python3-matplotlib).
+
+--results writes one CSV row per complete run (the experiments/results/<figure>.csv files): run,
+variant, seed, reward, learning_rate, epochs, samples (training images), then the final evaluation's
+reward_mean and reward_std at every evaluated step count (steps_<n>_mean, steps_<n>_std), all
+read from the run file (its resolved manifest attribute and curves).
 
 Plot specs (each an object in "plots"):
 
@@ -162,16 +168,66 @@ def plot_table(spec, groups, out_dir):
     return path
 
 
+def manifest_value(manifest, path, default=None):
+    node = manifest
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return default
+    return node
+
+
+def write_results(path, complete, runs_dir):
+    """One row per run: its settings from the run file's manifest, its final evaluation."""
+    rows, step_counts = [], set()
+    for r in complete:
+        run_file = os.path.join(runs_dir, r.get("folder", r["name"]), "run.h5")
+        curves = RunCurves(run_file)
+        manifest = json.loads(curves.f.attrs["manifest"])
+        reward = manifest_value(manifest, "reward")
+        row = {
+            "run": r["name"],
+            "variant": r.get("variant") or r["name"],
+            "seed": manifest_value(manifest, "train.seed", ""),
+            "reward": reward if isinstance(reward, str) else manifest_value(manifest, "reward.name", ""),
+            "learning_rate": manifest_value(manifest, "train.learning_rate", ""),
+            "epochs": int(curves.curve("train/epoch")[-1]) if "curves/train/epoch" in curves.f else 0,
+            "samples": int(curves.curve("train/samples")[-1]) if "curves/train/samples" in curves.f else 0,
+        }
+        if "curves/eval" in curves.f:
+            for key in curves.f["curves/eval"]:
+                n = int(key.split("_")[1])
+                step_counts.add(n)
+                row[f"steps_{n}_mean"] = curves.curve(f"eval/{key}/reward_mean")[-1]
+                row[f"steps_{n}_std"] = curves.curve(f"eval/{key}/reward_std")[-1]
+        rows.append(row)
+    columns = ["run", "variant", "seed", "reward", "learning_rate", "epochs", "samples"]
+    for n in sorted(step_counts):
+        columns += [f"steps_{n}_mean", f"steps_{n}_std"]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(",".join(columns) + "\n")
+        for row in rows:
+            cells = []
+            for c in columns:
+                v = row.get(c, "")
+                cells.append(f"{v:.6g}" if isinstance(v, float) else str(v))
+            f.write(",".join(cells) + "\n")
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("experiment", help="experiment manifest (JSON) with a 'plots' list")
     p.add_argument("--runs", help="the experiment's output folder (default: its output.dir or runs/<name>)")
     p.add_argument("--out", help="where to write the figures (default: the runs folder)")
+    p.add_argument("--results", help="also write one CSV row per complete run to this file")
     args = p.parse_args(argv)
     try:
         manifest = load_json(args.experiment)
         plots = manifest.get("plots")
-        if not plots:
+        if not plots and not args.results:
             raise PlotError(f"{args.experiment}: no 'plots' list")
         name = manifest.get("name") or os.path.splitext(os.path.basename(args.experiment))[0]
         runs_dir = args.runs or manifest.get("output", {}).get("dir") or os.path.join("runs", name)
@@ -182,7 +238,9 @@ def main(argv=None):
         complete = [r for r in records if r.get("state") == "complete"]
         if not complete:
             raise PlotError(f"{runs_dir}/index.json: no complete run to plot")
-        for i, spec in enumerate(plots):
+        if args.results:
+            print(f"wrote {write_results(args.results, complete, runs_dir)}")
+        for i, spec in enumerate(plots or []):
             if "file" not in spec or spec.get("kind") not in ("curves", "table"):
                 raise PlotError(f"{args.experiment}: plots[{i}]: needs 'kind' (curves or table) and 'file'")
             groups = {}

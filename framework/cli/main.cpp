@@ -61,7 +61,9 @@ commands:
   pretrain MANIFEST [--set json.path=value ...]
         train the toy base model, text encoder and learned rewards (experiments/toy/pretrain.json),
         or with pretrain.method latent_consistency_distillation distill a model into a few-step
-        consistency model for the lcm sampler (experiments/toy/pretrain_lcm.json)
+        consistency model for the lcm sampler (experiments/toy/pretrain_lcm.json), or with
+        few_step_distillation into a few-step model for the ddim sampler, the toy world's
+        SD-Turbo (experiments/toy/pretrain_turbo.json)
   analyze dense-rewards MANIFEST [--output DIR] [--set json.path=value ...] [--trajectories N]
         the paper's Table 3: sample N trajectories (default: one training epoch's worth), score
         every step's predicted x0 (the target) and compare every registered dense_reward

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 #include <sstream>
 
 #include "sdpo/experiment.h"
@@ -49,8 +50,25 @@ TEST(PlotScript, WritesTheFigureAndTheTableOfAMicroExperiment) {
   ASSERT_EQ(report.trained, 4);
 
   const std::string cmd = "/usr/bin/python3 " + std::string(SDPO_SOURCE_DIR) + "/experiments/plot.py " + file +
-                          " --out " + dir + "/figures > " + dir + "/plot.log 2>&1";
+                          " --out " + dir + "/figures --results " + dir + "/results/micro.csv > " + dir +
+                          "/plot.log 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << std::ifstream(dir + "/plot.log").rdbuf();
+  // The results CSV: a header and one row per run, its settings read back from the run files.
+  std::ifstream csv(dir + "/results/micro.csv");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(csv, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_EQ(lines[0].rfind("run,variant,seed,reward,learning_rate,epochs,samples,steps_1_mean,steps_1_std", 0), 0u)
+      << lines[0];
+  int lr_rows = 0;
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    EXPECT_NE(lines[i].find(",colorfulness,"), std::string::npos) << lines[i];
+    if (lines[i].rfind("sdpo_lr", 0) == 0) {
+      ++lr_rows;
+      EXPECT_NE(lines[i].find(",0.01,"), std::string::npos) << lines[i];
+    }
+  }
+  EXPECT_EQ(lr_rows, 2);
   EXPECT_GT(fs::file_size(dir + "/figures/curves.png"), 1000u);
   std::ifstream table(dir + "/figures/table.md");
   std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
