@@ -96,17 +96,10 @@ void run_consistency_distillation(const Manifest& m, std::ostream& log) {
   }
   student->set_training(false);
 
-  const StringMap meta{
-      {"component", "model:" + m.model.name},
-      {"method", p.method},
-      {"steps", std::to_string(p.steps)},
-      {"final_loss", detail::number_text(progress.final_loss())},
-      {"seed", std::to_string(p.seed)},
-      {"batch_size", std::to_string(p.batch_size)},
-      {"learning_rate", detail::number_text(p.learning_rate)},
-      {"ema_decay", detail::number_text(p.ema_decay)},
-      {"original_inference_steps", std::to_string(p.original_inference_steps)},
-      {"consistency_loss", p.consistency_loss}};
+  StringMap meta = detail::pretrain_metadata(m, progress.final_loss());
+  meta["ema_decay"] = detail::number_text(p.ema_decay);
+  meta["original_inference_steps"] = std::to_string(p.original_inference_steps);
+  meta["consistency_loss"] = p.consistency_loss;
   safetensors_save(p.model_out, student->state_dict(), meta);
   log << "pretrain: wrote " << p.model_out << " (final loss " << meta.at("final_loss") << ")" << std::endl;
 }

@@ -118,13 +118,8 @@ void run_few_step_distillation(const Manifest& m, std::ostream& log) {
     const auto n_pos = static_cast<std::int64_t>(positions.size());
 
     // The denoising half, drawn as the base model's training draws it.
-    at::Tensor x0 = batch.images.to(device).mul(2.0).sub_(1.0);
-    at::Tensor t = detail::sample_denoising_timesteps(b, few_step_pool, gen, schedule.num_train_timesteps).to(device);
-    at::Tensor eps = at::randn(batch.images.sizes(), gen, batch.images.options()).to(device);
-    at::Tensor ab = alphas_cumprod.index_select(0, t).view({b, 1, 1, 1});
-    at::Tensor a = ab.sqrt(), s = (1.0 - ab).sqrt();
-    at::Tensor x_t = a * x0 + s * eps;
-    at::Tensor target = prediction == "epsilon" ? eps : prediction == "v_prediction" ? a * eps - s * x0 : x0;
+    const detail::DenoisingBatch noised =
+        detail::denoising_batch(batch.images, alphas_cumprod, few_step_pool, gen, prediction);
 
     at::Tensor cond;
     {
@@ -137,12 +132,12 @@ void run_few_step_distillation(const Manifest& m, std::ostream& log) {
 
     // One student forward over both parts.
     const at::Tensor cond_states = at::cat(std::vector<at::Tensor>(static_cast<std::size_t>(n_pos), cond_d));
-    at::Tensor out = student->forward(at::cat({x_t, teach.states}), at::cat({t, teach.timesteps}),
+    at::Tensor out = student->forward(at::cat({noised.x_t, teach.states}), at::cat({noised.t, teach.timesteps}),
                                       at::cat({cond, cond_states}));
     at::Tensor student_x0 =
         ddim_prediction(alphas_cumprod, out.narrow(0, b, d * n_pos), teach.timesteps, teach.states, prediction).pred_x0;
     at::Tensor teacher_x0 = at::cat(std::vector<at::Tensor>(static_cast<std::size_t>(n_pos), teach.x0));
-    FewStepLoss loss = few_step_distillation_loss(student_x0, teacher_x0, out.narrow(0, 0, b), target, p.denoise_weight);
+    FewStepLoss loss = few_step_distillation_loss(student_x0, teacher_x0, out.narrow(0, 0, b), noised.target, p.denoise_weight);
 
     const double lr = optimizer.step(step, loss.total);
     window_distill += loss.distill.item<double>();
@@ -160,19 +155,12 @@ void run_few_step_distillation(const Manifest& m, std::ostream& log) {
 
   std::string steps_text;
   for (std::int64_t n : p.distill_steps) steps_text += (steps_text.empty() ? "" : ",") + std::to_string(n);
-  const StringMap meta{
-      {"component", "model:" + m.model.name},
-      {"method", p.method},
-      {"steps", std::to_string(p.steps)},
-      {"final_loss", detail::number_text(progress.final_loss())},
-      {"seed", std::to_string(p.seed)},
-      {"batch_size", std::to_string(p.batch_size)},
-      {"learning_rate", detail::number_text(p.learning_rate)},
-      {"teacher_steps", std::to_string(p.teacher_steps)},
-      {"distill_steps", steps_text},
-      {"distill_batch_size", std::to_string(p.distill_batch_size)},
-      {"denoise_weight", detail::number_text(p.denoise_weight)},
-      {"prediction_type", prediction}};
+  StringMap meta = detail::pretrain_metadata(m, progress.final_loss());
+  meta["teacher_steps"] = std::to_string(p.teacher_steps);
+  meta["distill_steps"] = steps_text;
+  meta["distill_batch_size"] = std::to_string(p.distill_batch_size);
+  meta["denoise_weight"] = detail::number_text(p.denoise_weight);
+  meta["prediction_type"] = prediction;
   safetensors_save(p.model_out, student->state_dict(), meta);
   log << "pretrain: wrote " << p.model_out << " (final loss " << meta.at("final_loss") << ")" << std::endl;
 }

@@ -103,17 +103,11 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
   detail::PretrainProgress progress(p.steps, log);
   for (std::int64_t step = 0; step < p.steps; ++step) {
     LabelledBatch batch = c.prompts->labelled_batch(p.batch_size, gen);
-    const std::int64_t b = batch.images.size(0);
-    at::Tensor x0 = batch.images.to(device).mul(2.0).sub_(1.0);
-    at::Tensor t = detail::sample_denoising_timesteps(b, few_step_pool, gen, schedule.num_train_timesteps).to(device);
-    at::Tensor eps = at::randn(batch.images.sizes(), gen, batch.images.options()).to(device);
-    at::Tensor ab = alphas_cumprod.index_select(0, t).view({b, 1, 1, 1});
-    at::Tensor a = ab.sqrt(), s = (1.0 - ab).sqrt();
-    at::Tensor x_t = a * x0 + s * eps;
-    at::Tensor target = prediction == "epsilon" ? eps : prediction == "v_prediction" ? a * eps - s * x0 : x0;
+    const detail::DenoisingBatch d =
+        detail::denoising_batch(batch.images, alphas_cumprod, few_step_pool, gen, prediction);
 
-    at::Tensor pred = model.forward(x_t, t, text_encoder.encode(batch.prompts));
-    at::Tensor loss = at::mse_loss(pred, target);
+    at::Tensor pred = model.forward(d.x_t, d.t, text_encoder.encode(batch.prompts));
+    at::Tensor loss = at::mse_loss(pred, d.target);
     const double lr = optimizer.step(step, loss);
     progress.record(step, loss.item<double>(), lr);
   }

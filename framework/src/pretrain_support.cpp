@@ -78,6 +78,30 @@ at::Tensor sample_denoising_timesteps(std::int64_t batch, const at::Tensor& few_
   return at::cat({t_uniform, few_step_pool.index_select(0, pick)});
 }
 
+DenoisingBatch denoising_batch(const at::Tensor& images, const at::Tensor& alphas_cumprod,
+                               const at::Tensor& few_step_pool, at::Generator& gen, const std::string& prediction) {
+  const c10::Device device = alphas_cumprod.device();
+  const std::int64_t b = images.size(0);
+  at::Tensor x0 = images.to(device).mul(2.0).sub_(1.0);
+  at::Tensor t = sample_denoising_timesteps(b, few_step_pool, gen, alphas_cumprod.size(0)).to(device);
+  at::Tensor eps = at::randn(images.sizes(), gen, images.options()).to(device);
+  at::Tensor ab = alphas_cumprod.index_select(0, t).view({b, 1, 1, 1});
+  at::Tensor a = ab.sqrt(), s = (1.0 - ab).sqrt();
+  at::Tensor target = prediction == "epsilon" ? eps : prediction == "v_prediction" ? a * eps - s * x0 : x0;
+  return {a * x0 + s * eps, t, target};
+}
+
+StringMap pretrain_metadata(const Manifest& m, double final_loss) {
+  const PretrainOptions& p = m.pretrain;
+  return {{"component", "model:" + m.model.name},
+          {"method", p.method},
+          {"steps", std::to_string(p.steps)},
+          {"final_loss", number_text(final_loss)},
+          {"seed", std::to_string(p.seed)},
+          {"batch_size", std::to_string(p.batch_size)},
+          {"learning_rate", number_text(p.learning_rate)}};
+}
+
 namespace {
 constexpr double kMaxGradNorm = 1.0;
 constexpr double kWeightDecay = 0.01;

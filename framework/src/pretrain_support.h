@@ -16,6 +16,7 @@
 
 #include "sdpo/ddim.h"
 #include "sdpo/manifest.h"
+#include "sdpo/safetensors.h"
 
 namespace torch::optim {
 class AdamW;
@@ -52,6 +53,16 @@ at::Tensor few_step_timestep_pool(const DDIMSchedule& schedule);
 at::Tensor sample_denoising_timesteps(std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen,
                                       std::int64_t num_train_timesteps);
 
+/// One batch of the denoising loss (pretrain.h), on the device of `alphas_cumprod`: x0 = 2 *
+/// image - 1, t from sample_denoising_timesteps, then eps ~ N(0, I) (in that order from `gen`),
+/// x_t = sqrt(ab) x0 + sqrt(1 - ab) eps and the target of `prediction`: eps, v = sqrt(ab) eps -
+/// sqrt(1 - ab) x0, or x0 ("sample"). `images`: (B, 3, H, W) in [0, 1] on the CPU.
+struct DenoisingBatch {
+  at::Tensor x_t, t, target;
+};
+DenoisingBatch denoising_batch(const at::Tensor& images, const at::Tensor& alphas_cumprod,
+                               const at::Tensor& few_step_pool, at::Generator& gen, const std::string& prediction);
+
 /// The optimizer of every pretrain method: AdamW (weight decay 0.01) over `params`, the gradient
 /// norm clipped at 1, the learning rate of learning_rate_at() for `steps` steps.
 class PretrainOptimizer {
@@ -67,6 +78,10 @@ class PretrainOptimizer {
   std::int64_t steps_;
   std::unique_ptr<torch::optim::AdamW> adamw_;
 };
+
+/// The metadata every pretrain method writes beside its weights: component ("model:<name>"),
+/// method, steps, final_loss, seed, batch_size, learning_rate.
+StringMap pretrain_metadata(const Manifest& m, double final_loss);
 
 /// Averages the loss over windows of `every` steps and logs "pretrain k/N  loss  lr  elapsed  eta"
 /// at each window's end and at the last step. Throws NumericError on a non-finite loss.

@@ -1,21 +1,12 @@
 // The sdpo command line: help, plugin listing, and clear errors for bad input.
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <memory>
-#include <sys/wait.h>
 
 #include "sdpo/run_file.h"
 #include "support/test_support.h"
 
 namespace {
-
-struct Result {
-  int status;
-  std::string output;
-};
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path);
@@ -24,15 +15,7 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-Result run(const std::string& args) {
-  std::string cmd = std::string(SDPO_CLI) + " " + args + " 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (pipe && fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
-  int status = pclose(pipe.release());
-  return {WEXITSTATUS(status), out};
-}
+sdpo::test::CommandResult run(const std::string& args) { return sdpo::test::run_command(std::string(SDPO_CLI) + " " + args); }
 
 TEST(Cli, HelpListsCommands) {
   auto r = run("--help");

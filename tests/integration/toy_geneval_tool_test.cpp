@@ -1,31 +1,17 @@
 // The `sdpo_toy_geneval` tool (rewards/toy_geneval/tool.cpp) run as a program on a micro model:
 // its table, its CSV and its exit status for bad input.
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
-#include <sys/wait.h>
 
 #include "support/test_support.h"
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using Result = sdpo::test::CommandResult;
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(SDPO_TOY_GENEVAL_CLI) + " " + args + " 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (pipe && fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
-  const int status = pclose(pipe.release());
-  return {WEXITSTATUS(status), out};
-}
+Result run(const std::string& args) { return sdpo::test::run_command(std::string(SDPO_TOY_GENEVAL_CLI) + " " + args); }
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream f(path);

@@ -10,14 +10,11 @@
 //   - an unknown schedule is a ManifestError naming train.update_schedule.
 #include <ATen/ATen.h>
 #include <algorithm>
-#include <array>
 #include <cmath>
-#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <sys/wait.h>
 #include <utility>
 #include <vector>
 
@@ -148,13 +145,8 @@ TEST(UpdateScheduleResume, APerBatchRunStoppedAfterEpochTwoAndResumedMatchesAnUn
 
 // `sdpo launch` with `args`, stdout and stderr together; the exit status.
 std::pair<int, std::string> run_cli(const std::string& args) {
-  const std::string cmd = "env OPENBLAS_NUM_THREADS=1 " + std::string(SDPO_CLI) + " " + args + " 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (pipe && fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
-  const int status = pclose(pipe.release());
-  return {WEXITSTATUS(status), out};
+  const auto r = sdpo::test::run_command("env OPENBLAS_NUM_THREADS=1 " + std::string(SDPO_CLI) + " " + args);
+  return {r.status, r.output};
 }
 
 TEST(UpdateScheduleDistributed, TwoRanksUpdateBatchByBatchLikeOneProcessOnTheUnionOfTheirBatches) {

@@ -3,7 +3,12 @@
 #include "sdpo/error.h"
 
 #include <boost/json/parse.hpp>
+#include <sys/wait.h>
+
+#include <array>
 #include <atomic>
+#include <cstdio>
+#include <memory>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +19,17 @@
 #include "sdpo/plugin.h"
 
 namespace sdpo::test {
+
+CommandResult run_command(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+  CommandResult r;
+  std::array<char, 4096> buf{};
+  while (pipe && fgets(buf.data(), static_cast<int>(buf.size()), pipe.get())) r.output += buf.data();
+  const int status = pclose(pipe.release());
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  return r;
+}
 
 void load_plugins_once() {
   static std::once_flag once;

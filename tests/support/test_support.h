@@ -10,6 +10,15 @@
 
 namespace sdpo::test {
 
+/// What a shell command printed (stdout and stderr together) and its exit status.
+struct CommandResult {
+  int status = -1;
+  std::string output;
+};
+
+/// Runs `command` through the shell (popen) with stderr merged into stdout, to its end.
+CommandResult run_command(const std::string& command);
+
 /// Loads the build's plugins into Registry::global() (once per process).
 void load_plugins_once();
 

@@ -27,6 +27,18 @@ std::string manifest_text(const std::string& dir) {
   })";
 }
 
+// A distillation of the micro model that manifest_text(dir) trained: both networks from its
+// outputs, `pretrain` the given members.
+std::string distill_manifest_text(const std::string& dir, const std::string& pretrain) {
+  return R"({
+    "model": {"name": "toy_unet", "options": {"image_size": 16, "channels": [16, 16], "cond_dim": 16,
+              "heads": 2, "checkpoint": ")" + dir + R"(/model.safetensors"}},
+    "text_encoder": {"name": "toy_text", "options": {"dim": 16, "max_words": 8,
+                     "checkpoint": ")" + dir + R"(/sub/text.safetensors"}},
+    "prompts": {"name": "shapes", "options": {"image_size": 16}},
+    "pretrain": {)" + pretrain + "}}";
+}
+
 class Pretrain : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -90,17 +102,11 @@ TEST_F(Pretrain, ConsistencyDistillationWritesAStudentThatMoved) {
   std::ostringstream log;
   sdpo::run_pretrain(base, log);  // the teacher: dir/model.safetensors
 
-  const std::string text = R"({
-    "model": {"name": "toy_unet", "options": {"image_size": 16, "channels": [16, 16], "cond_dim": 16,
-              "heads": 2, "checkpoint": ")" + dir + R"(/model.safetensors"}},
-    "text_encoder": {"name": "toy_text", "options": {"dim": 16, "max_words": 8,
-                     "checkpoint": ")" + dir + R"(/sub/text.safetensors"}},
-    "prompts": {"name": "shapes", "options": {"image_size": 16}},
-    "pretrain": {"method": "latent_consistency_distillation", "steps": 3, "batch_size": 4,
+  const sdpo::Manifest m = sdpo::Manifest::parse(
+      distill_manifest_text(dir, R"("method": "latent_consistency_distillation", "steps": 3, "batch_size": 4,
                  "learning_rate": 1e-3, "seed": 5, "consistency_loss": "huber",
-                 "model_out": ")" + dir + R"(/lcm.safetensors"}
-  })";
-  const sdpo::Manifest m = sdpo::Manifest::parse(text, "<test>");
+                 "model_out": ")" + dir + R"(/lcm.safetensors")"),
+      "<test>");
   std::ostringstream lcd_log;
   sdpo::run_pretrain(m, lcd_log);
   EXPECT_NE(lcd_log.str().find("latent consistency distillation"), std::string::npos) << lcd_log.str();
@@ -142,18 +148,11 @@ TEST_F(Pretrain, FewStepDistillationWritesAStudentThatMoved) {
   std::ostringstream log;
   sdpo::run_pretrain(base, log);  // the teacher: dir/model.safetensors
 
-  const std::string text = R"({
-    "model": {"name": "toy_unet", "options": {"image_size": 16, "channels": [16, 16], "cond_dim": 16,
-              "heads": 2, "checkpoint": ")" + dir + R"(/model.safetensors"}},
-    "text_encoder": {"name": "toy_text", "options": {"dim": 16, "max_words": 8,
-                     "checkpoint": ")" + dir + R"(/sub/text.safetensors"}},
-    "prompts": {"name": "shapes", "options": {"image_size": 16}},
-    "pretrain": {"method": "few_step_distillation", "steps": 3, "batch_size": 4, "distill_batch_size": 2,
-                 "teacher_steps": 4, "distill_steps": [1, 2], "learning_rate": 1e-3, "seed": 5,
-                 "prediction_type": "v_prediction",
-                 "model_out": ")" + dir + R"(/turbo.safetensors"}
-  })";
-  const sdpo::Manifest m = sdpo::Manifest::parse(text, "<test>");
+  const sdpo::Manifest m = sdpo::Manifest::parse(
+      distill_manifest_text(dir, R"("method": "few_step_distillation", "steps": 3, "batch_size": 4,
+                 "distill_batch_size": 2, "teacher_steps": 4, "distill_steps": [1, 2], "learning_rate": 1e-3,
+                 "seed": 5, "prediction_type": "v_prediction", "model_out": ")" + dir + R"(/turbo.safetensors")"),
+      "<test>");
   std::ostringstream fsd_log;
   sdpo::run_pretrain(m, fsd_log);
   const std::string out = fsd_log.str();
