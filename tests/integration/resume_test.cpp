@@ -23,20 +23,9 @@ namespace {
 namespace fs = std::filesystem;
 
 // The micro world (test_support.h) for 4 epochs, a checkpoint every epoch, for one algorithm.
-std::string manifest_text(const std::string& algorithm) {
-  if (algorithm == "ddpo") {
-    return sdpo::test::micro_manifest(R"({"name": "colorfulness"})",
-                                      R"({"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-                                      R"({"name": "ddpo", "options": {"estimator": "is"}})");
-  }
-  return sdpo::test::micro_manifest(R"({"name": "colorfulness"})",
-                                    R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-                                    R"({"name": ")" + algorithm + R"("})");
-}
-
 sdpo::Manifest manifest(const std::string& algorithm, std::vector<std::string> sets) {
   sets.insert(sets.begin(), {"train.epochs=4", "train.checkpoint_every=1"});
-  return sdpo::Manifest::parse(manifest_text(algorithm), "micro_" + algorithm + ".json", sets);
+  return sdpo::Manifest::parse(sdpo::test::micro_algorithm_manifest(algorithm), "micro_" + algorithm + ".json", sets);
 }
 
 struct Interrupted : std::runtime_error {
@@ -151,7 +140,7 @@ TEST(ResumeRefusal, AChangedManifestIsRefusedNamingTheKey) {
 TEST(ResumeCli, TrainResumeContinuesTheOutputFolder) {
   const auto dir = sdpo::test::temp_dir("resume_cli");
   const auto file = dir + "/micro.json";
-  std::ofstream(file) << manifest_text("sdpo");
+  std::ofstream(file) << sdpo::test::micro_algorithm_manifest("sdpo");
   auto run = [&](const std::string& args) {
     std::string cmd = std::string(SDPO_CLI) + " train " + file + " --output " + dir + "/run " + args + " 2>&1";
     std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);

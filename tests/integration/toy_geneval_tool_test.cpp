@@ -20,19 +20,12 @@ std::vector<std::string> read_lines(const std::string& path) {
   return lines;
 }
 
-// An untrained 8x8 model (as cli_test.cpp's): its images are noise, which the table must
+// The untrained 8x8 micro model (test_support.h): its images are noise, which the table must
 // still report (as zeros), and it samples the 12 unseen prompts in well under a second.
 std::string write_micro_manifest(const std::string& dir) {
   const std::string path = dir + "/micro.json";
-  std::ofstream f(path);
-  f << R"({
-    "model": {"name": "toy_unet", "options": {"image_size": 8, "channels": [8, 8], "cond_dim": 8, "heads": 1, "norm_groups": 4}},
-    "text_encoder": {"name": "toy_text", "options": {"dim": 8, "heads": 1}},
-    "decoder": "identity", "sampler": "ddim", "prompts": {"name": "shapes", "options": {"image_size": 8}},
-    "reward": "colorfulness", "dense_reward": "similarity_3_adaptive", "normalizer": "per_step_prompt",
-    "algorithm": "sdpo", "train": {"epochs": 1, "batch_size": 2}, "sample": {"steps": 3},
-    "eval": {"steps": [1], "seeds": 1, "max_prompts": 1}, "output": {"progress": false}
-  })";
+  std::ofstream(path) << sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "per_step_prompt"})",
+                                                    R"({"name": "sdpo"})");
   return path;
 }
 

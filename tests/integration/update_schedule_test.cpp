@@ -31,19 +31,8 @@ namespace {
 
 // The micro world (test_support.h: 2 epochs of 2 batches of 2 prompts, T = 4) for SDPO (dense
 // rewards, paired) or DDPO (final-image reward, unpaired).
-std::string manifest_text(const std::string& algorithm) {
-  if (algorithm == "ddpo") {
-    return sdpo::test::micro_manifest(R"({"name": "colorfulness"})",
-                                      R"({"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-                                      R"({"name": "ddpo", "options": {"estimator": "is"}})");
-  }
-  return sdpo::test::micro_manifest(R"({"name": "colorfulness"})",
-                                    R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-                                    R"({"name": "sdpo"})");
-}
-
 sdpo::Manifest manifest(const std::string& algorithm, const std::vector<std::string>& sets) {
-  return sdpo::Manifest::parse(manifest_text(algorithm), "micro_" + algorithm + ".json", sets);
+  return sdpo::Manifest::parse(sdpo::test::micro_algorithm_manifest(algorithm), "micro_" + algorithm + ".json", sets);
 }
 
 std::vector<std::string> with(std::vector<std::string> sets, const std::string& schedule) {

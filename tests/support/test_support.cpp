@@ -71,6 +71,17 @@ std::string micro_manifest(const std::string& reward, const std::string& normali
   })";
 }
 
+std::string micro_algorithm_manifest(const std::string& algorithm) {
+  if (algorithm == "ddpo") {
+    return micro_manifest(R"({"name": "colorfulness"})",
+                          R"({"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+                          R"({"name": "ddpo", "options": {"estimator": "is"}})");
+  }
+  return micro_manifest(R"({"name": "colorfulness"})",
+                        R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+                        R"({"name": ")" + algorithm + R"("})");
+}
+
 std::string temp_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
   namespace fs = std::filesystem;

@@ -33,6 +33,11 @@ at::Tensor json_tensor(const boost::json::value& v);
 /// NaN reward is on the plugin path.
 std::string micro_manifest(const std::string& reward, const std::string& normalizer, const std::string& algorithm);
 
+/// micro_manifest with colorfulness and, for `algorithm` "ddpo", DDPO (IS) with a per-prompt
+/// normalizer (buffer 4, min count 2); for any other, that algorithm with its default options and
+/// a per-step-prompt normalizer (the same buffer).
+std::string micro_algorithm_manifest(const std::string& algorithm);
+
 /// A fresh empty directory under the system temp folder, unique per call.
 std::string temp_dir(const std::string& tag);
 
