@@ -24,6 +24,12 @@ Plot specs (each an object in "plots"):
       standard deviation. "y" is "train/<metric>" or "eval/steps_<n>/<metric>"; evaluation rows
       are placed at the x of the training epoch they follow (epoch 0: x = 0).
 
+  {"kind": "sweep", "file": "sweep.png", "title": "...", "x": "train.learning_rate",
+   "group": "variant", "steps": [1, 8], "metric": "reward_mean", "base": true}
+      One panel per step count: the last evaluation's mean (over runs) against the setting "x"
+      (read from each run's resolved manifest; log scale), one line per group value, and the
+      first evaluation (epoch 0) as a dashed line when "base" is true: a learning-rate sweep.
+
   {"kind": "table", "file": "table1.md", "title": "...",
    "metric": "reward_mean", "steps": [1, 4, 16, 50], "group": "variant", "base": true}
       One row per group value: the last evaluation's mean (over the group's runs) at each step
@@ -217,6 +223,39 @@ def write_results(path, complete, runs_dir):
     return path
 
 
+def plot_sweep(spec, groups, out_dir):
+    metric = spec.get("metric", "reward_mean")
+    steps = spec.get("steps", [1])
+    key = spec["x"]
+    fig, axes = plt.subplots(1, len(steps), figsize=(4.2 * len(steps), 3.4), squeeze=False)
+    for ax, n in zip(axes[0], steps):
+        for label, runs in groups.items():
+            points = {}
+            for r in runs:
+                x = manifest_value(json.loads(r.f.attrs["manifest"]), key)
+                if not isinstance(x, (int, float)):
+                    raise PlotError(f"{r.path}: its manifest has no number at '{key}'")
+                points.setdefault(float(x), []).append(r.curve(f"eval/steps_{n}/{metric}")[-1])
+            xs = sorted(points)
+            ax.plot(xs, [np.mean(points[x]) for x in xs], marker="o", label=label, linewidth=1.6)
+        if spec.get("base", False):
+            any_run = next(iter(groups.values()))[0]
+            ax.axhline(any_run.curve(f"eval/steps_{n}/{metric}")[0], color="gray", linestyle="--", label="base")
+        ax.set_xscale("log")
+        ax.set_title(f"{n} step" + ("s" if n != 1 else ""), fontsize=10)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if "title" in spec:
+        fig.suptitle(spec["title"], fontsize=11)
+    fig.tight_layout()
+    path = os.path.join(out_dir, spec["file"])
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("experiment", help="experiment manifest (JSON) with a 'plots' list")
@@ -241,13 +280,14 @@ def main(argv=None):
         if args.results:
             print(f"wrote {write_results(args.results, complete, runs_dir)}")
         for i, spec in enumerate(plots or []):
-            if "file" not in spec or spec.get("kind") not in ("curves", "table"):
-                raise PlotError(f"{args.experiment}: plots[{i}]: needs 'kind' (curves or table) and 'file'")
+            if "file" not in spec or spec.get("kind") not in ("curves", "table", "sweep"):
+                raise PlotError(f"{args.experiment}: plots[{i}]: needs 'kind' (curves, table or sweep) and 'file'")
             groups = {}
             for r in complete:
                 run_file = os.path.join(runs_dir, r.get("folder", r["name"]), "run.h5")
                 groups.setdefault(group_value(r, spec.get("group", "variant")), []).append(RunCurves(run_file))
-            path = (plot_curves if spec["kind"] == "curves" else plot_table)(spec, groups, out_dir)
+            draw = {"curves": plot_curves, "table": plot_table, "sweep": plot_sweep}[spec["kind"]]
+            path = draw(spec, groups, out_dir)
             print(f"wrote {path}")
     except PlotError as e:
         sys.exit(f"plot.py: {e}")

@@ -38,7 +38,9 @@ TEST(PlotScript, WritesTheFigureAndTheTableOfAMicroExperiment) {
                               {"panels", boost::json::array{boost::json::object{{"y", "eval/steps_1/reward_mean"}},
                                                             boost::json::object{{"y", "train/reward_last_mean"}}}}},
           boost::json::object{{"kind", "table"}, {"file", "table.md"}, {"group", "variant"},
-                              {"steps", boost::json::array{1, 2}}, {"base", true}}}}};
+                              {"steps", boost::json::array{1, 2}}, {"base", true}},
+          boost::json::object{{"kind", "sweep"}, {"file", "sweep.png"}, {"x", "train.learning_rate"},
+                              {"group", "variant"}, {"steps", boost::json::array{1, 2}}, {"base", true}}}}};
   const std::string file = dir + "/micro_plot.json";
   std::ofstream(file) << boost::json::serialize(experiment);
 
@@ -70,6 +72,7 @@ TEST(PlotScript, WritesTheFigureAndTheTableOfAMicroExperiment) {
   }
   EXPECT_EQ(lr_rows, 2);
   EXPECT_GT(fs::file_size(dir + "/figures/curves.png"), 1000u);
+  EXPECT_GT(fs::file_size(dir + "/figures/sweep.png"), 1000u);
   std::ifstream table(dir + "/figures/table.md");
   std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
   for (const char* row : {"| base |", "| sdpo |", "| sdpo_lr |", "| 1 step | 2 steps |"}) {
