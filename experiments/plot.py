@@ -122,6 +122,18 @@ def mean_band(series):
     return xs, ys.mean(axis=0), ys.std(axis=0)
 
 
+def save_figure(fig, axes, spec, out_dir):
+    """Legend on the first panel, the spec's title, then spec["file"] in out_dir; returns its path."""
+    axes[0][0].legend(fontsize=8)
+    if "title" in spec:
+        fig.suptitle(spec["title"], fontsize=11)
+    fig.tight_layout()
+    path = os.path.join(out_dir, spec["file"])
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(spec, groups, out_dir):
     panels = spec.get("panels") or [{"y": spec["y"]}]
     x = spec.get("x", "samples")
@@ -136,14 +148,7 @@ def plot_curves(spec, groups, out_dir):
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(panel.get("ylabel", panel["y"].rsplit("/", 1)[1].replace("_", " ")))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    if "title" in spec:
-        fig.suptitle(spec["title"], fontsize=11)
-    fig.tight_layout()
-    path = os.path.join(out_dir, spec["file"])
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, axes, spec, out_dir)
 
 
 def plot_table(spec, groups, out_dir):
@@ -246,14 +251,7 @@ def plot_sweep(spec, groups, out_dir):
         ax.set_xlabel(key)
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    if "title" in spec:
-        fig.suptitle(spec["title"], fontsize=11)
-    fig.tight_layout()
-    path = os.path.join(out_dir, spec["file"])
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, axes, spec, out_dir)
 
 
 def main(argv=None):

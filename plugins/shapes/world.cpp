@@ -182,6 +182,21 @@ std::string describe(const Scene& scene) {
   return out;
 }
 
+std::vector<Scene> parse_all(const std::vector<std::string>& prompts, const std::string& component) {
+  std::vector<Scene> scenes;
+  scenes.reserve(prompts.size());
+  for (const std::string& p : prompts) {
+    std::optional<Scene> s = parse(p);
+    if (!s) {
+      throw Error(component + ": cannot read prompt '" + p +
+                  "': it scores only toy-world prompts such as 'a red circle', 'two blue squares on the left' "
+                  "or 'a red circle and a yellow square' (plugins/shapes/world.h)");
+    }
+    scenes.push_back(*s);
+  }
+  return scenes;
+}
+
 std::optional<Scene> parse(const std::string& prompt) {
   const std::vector<std::string> w = split_words(prompt);
   // Reads "<count> <color> <shape(s)>" at w[at..at+2]; the shape's number must agree.

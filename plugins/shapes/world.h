@@ -81,6 +81,10 @@ std::string describe(const Scene& scene);
 /// "a red circle and a red circle".
 std::optional<Scene> parse(const std::string& prompt);
 
+/// parse() of every prompt, in order. Throws sdpo::Error naming `component` (e.g. "reward
+/// 'shape_alignment' (score)") and the first prompt that is not a toy-world prompt.
+std::vector<Scene> parse_all(const std::vector<std::string>& prompts, const std::string& component);
+
 /// Every word any prompt can contain, in a fixed order (the `toy_text` encoder's word list).
 const std::vector<std::string>& vocabulary();
 

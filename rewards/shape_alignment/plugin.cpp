@@ -128,18 +128,7 @@ class ShapeAlignmentReward : public sdpo::Reward {
 
  private:
   std::vector<sdpo::toy::Scene> parse_all(const std::vector<std::string>& prompts, const char* during) const {
-    std::vector<sdpo::toy::Scene> scenes;
-    scenes.reserve(prompts.size());
-    for (const std::string& p : prompts) {
-      std::optional<sdpo::toy::Scene> s = sdpo::toy::parse(p);
-      if (!s)
-        throw sdpo::Error(
-            std::string("reward '") + kName + "' (" + during + "): cannot read prompt '" + p +
-            "': it scores only toy-world prompts such as 'a red circle', 'two blue squares on the left' "
-            "or 'a red circle and a yellow square' (plugins/shapes/world.h)");
-      scenes.push_back(*s);
-    }
-    return scenes;
+    return sdpo::toy::parse_all(prompts, std::string("reward '") + kName + "' (" + during + ")");
   }
 
   // The checkpoint is read at the first score() rather than at construction, so that

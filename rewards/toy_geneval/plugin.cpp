@@ -53,17 +53,7 @@ class ToyGenevalReward : public sdpo::Reward {
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
     sdpo::check_reward_inputs(kComponent, images, prompts, /*needs_prompts=*/true);
     // Every prompt first, so that a foreign prompt fails before any work.
-    std::vector<sdpo::toy::Scene> scenes;
-    scenes.reserve(prompts.size());
-    for (const std::string& p : prompts) {
-      std::optional<sdpo::toy::Scene> s = sdpo::toy::parse(p);
-      if (!s)
-        throw sdpo::Error(
-            std::string(kComponent) + ": cannot read prompt '" + p +
-            "': it scores only toy-world prompts such as 'a red circle', 'two blue squares on the left' "
-            "or 'a red circle and a yellow square' (plugins/shapes/world.h)");
-      scenes.push_back(*s);
-    }
+    const std::vector<sdpo::toy::Scene> scenes = sdpo::toy::parse_all(prompts, kComponent);
     // One copy to the CPU for the whole batch: the detector is a plain loop over pixels.
     const at::Tensor x = images.detach().to(at::kCPU, at::kFloat).contiguous();
     at::Tensor out = at::empty({x.size(0)}, at::TensorOptions().dtype(at::kFloat));
