@@ -39,6 +39,13 @@ std::string distill_manifest_text(const std::string& dir, const std::string& pre
     "pretrain": {)" + pretrain + "}}";
 }
 
+// Sum over every tensor of |student - teacher| (the student holds every key of the teacher).
+double total_change(const sdpo::TensorMap& student, const sdpo::TensorMap& teacher) {
+  double moved = 0.0;
+  for (const auto& [key, value] : teacher) moved += (student.at(key) - value).abs().sum().item<double>();
+  return moved;
+}
+
 class Pretrain : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -119,9 +126,7 @@ TEST_F(Pretrain, ConsistencyDistillationWritesAStudentThatMoved) {
   EXPECT_EQ(meta["consistency_loss"], "huber");
   EXPECT_EQ(meta["steps"], "3");
   ASSERT_EQ(student.size(), teacher.size());
-  double moved = 0.0;
-  for (const auto& [key, value] : teacher) moved += (student.at(key) - value).abs().sum().item<double>();
-  EXPECT_GT(moved, 0.0);
+  EXPECT_GT(total_change(student, teacher), 0.0);
   sdpo::ComponentConfig cfg = m.model;
   cfg.options["checkpoint"] = dir + "/lcm.safetensors";
   EXPECT_NO_THROW(sdpo::Registry::global().create<sdpo::Model>(cfg));  // strict load
@@ -170,9 +175,7 @@ TEST_F(Pretrain, FewStepDistillationWritesAStudentThatMoved) {
   EXPECT_EQ(meta["distill_steps"], "1,2");
   EXPECT_EQ(meta["prediction_type"], "v_prediction");
   ASSERT_EQ(student.size(), teacher.size());
-  double moved = 0.0;
-  for (const auto& [key, value] : teacher) moved += (student.at(key) - value).abs().sum().item<double>();
-  EXPECT_GT(moved, 0.0);
+  EXPECT_GT(total_change(student, teacher), 0.0);
   sdpo::ComponentConfig cfg = m.model;
   cfg.options["checkpoint"] = dir + "/turbo.safetensors";
   cfg.options["prediction_type"] = "v_prediction";
