@@ -3,6 +3,8 @@
 
 #include <ATen/ops/stack.h>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "sdpo/error.h"
 #include "sdpo/plugin.h"
@@ -12,11 +14,18 @@
 namespace {
 
 struct ShapesOptions {
+  std::string prompt_sets = "standard";
   sdpo::toy::RenderOptions render;
   sdpo::toy::SceneDistribution scenes;
 
   static ShapesOptions read(sdpo::OptionReader& r) {
     ShapesOptions o;
+    o.prompt_sets = r.string(
+        "prompt_sets", o.prompt_sets,
+        "standard: 45 training, 12 evaluation, 12 unseen prompts without compositions (the Table 1 "
+        "categories); geneval: the toy GenEval prompts, 36 training, 12 evaluation, 12 unseen, 3 of "
+        "each category (compositions included) in the evaluation and unseen sets",
+        {"standard", "geneval"});
     o.render.image_size = r.integer("image_size", 32, 8, 512, "side of the square RGB images, in pixels");
     o.render.anti_alias = r.boolean("anti_alias", true, "draw soft 1-pixel edges");
     o.render.size_jitter = r.number(
@@ -35,11 +44,18 @@ struct ShapesOptions {
 
 class ShapesPromptSource : public sdpo::PromptSource {
  public:
-  explicit ShapesPromptSource(ShapesOptions options) : options_(options) {}
+  explicit ShapesPromptSource(ShapesOptions options)
+      : options_(std::move(options)), sets_(options_.prompt_sets == "geneval" ? &sdpo::toy::geneval_prompt_sets() : nullptr) {}
 
-  const std::vector<std::string>& train_prompts() const override { return sdpo::toy::training_prompts(); }
-  const std::vector<std::string>& eval_prompts() const override { return sdpo::toy::evaluation_prompts(); }
-  const std::vector<std::string>& unseen_prompts() const override { return sdpo::toy::unseen_prompts(); }
+  const std::vector<std::string>& train_prompts() const override {
+    return sets_ ? sets_->train : sdpo::toy::training_prompts();
+  }
+  const std::vector<std::string>& eval_prompts() const override {
+    return sets_ ? sets_->eval : sdpo::toy::evaluation_prompts();
+  }
+  const std::vector<std::string>& unseen_prompts() const override {
+    return sets_ ? sets_->unseen : sdpo::toy::unseen_prompts();
+  }
 
   bool has_labelled_data() const override { return true; }
 
@@ -63,13 +79,15 @@ class ShapesPromptSource : public sdpo::PromptSource {
 
  private:
   ShapesOptions options_;
+  const sdpo::toy::PromptSets* sets_;  // the geneval sets, or null for the standard ones
 };
 
 void register_shapes(sdpo::Registry& r) {
   r.add<sdpo::PromptSource, ShapesOptions>(
       "shapes",
-      "toy world of colored shapes: 45 training, 12 evaluation and 12 unseen prompts "
-      "(color, count, composition, location), and labelled images",
+      "toy world of colored shapes and its labelled images; prompt sets 'standard' (45 training, 12 "
+      "evaluation, 12 unseen: color, count, composition, location) or 'geneval' (36 / 12 / 12, "
+      "compositions trained on)",
       &ShapesOptions::read,
       [](const ShapesOptions& o, const sdpo::ComponentConfig&) {
         return std::make_shared<ShapesPromptSource>(o);

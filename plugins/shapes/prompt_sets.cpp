@@ -71,4 +71,61 @@ const std::vector<std::string>& unseen_categories() {
   return categories;
 }
 
+// The toy GenEval scenes are generated rather than written out so that their rule, not a
+// hand-picked list, is what rewards/toy_geneval/README.md documents and the tests check. Twelve
+// objects O_i, i = 6j + k (j = 0, 1; k = 0..5 the color, in Color order) with shape (k + 2j) mod 3:
+// every color with two different shapes and every shape four times. They are the 18 color-shape
+// pairs minus the six with shape (k + 1) mod 3, a choice that keeps the three pairs the training
+// prompts hold out (yellow triangle, purple circle, white square: GenEval has no training split to
+// respect). Then
+//   single object  "a O_i"
+//   counting       O_i, centered, with count 2 + (k + j) mod 2 (each color and each shape with
+//                  both counts)
+//   position       "a O_i" at location 1 + i / 3 (left for i = 0..2, then right, top, bottom:
+//                  every location with all three shapes)
+//   two-object     "a O_i and a P_i", P_i of color (k + 1 + j) mod 6 and shape (shape(O_i) + 1)
+//                  mod 3: a different color and a different shape, so that color attribution is
+//                  tested, and the six pairs outside O_i appear too (as P_i for j = 1).
+const std::vector<Scene>& geneval_scenes() {
+  static const std::vector<Scene> scenes = [] {
+    constexpr int kPerCategory = 12;
+    const auto object = [](int color, int shape) {
+      return Object{static_cast<Shape>(shape % kNumShapes), static_cast<Color>(color % kNumColors)};
+    };
+    const auto o = [&](int i) { return object(i % 6, i % 6 + 2 * (i / 6)); };
+    std::vector<Scene> out;
+    for (int i = 0; i < kPerCategory; ++i) out.push_back(Scene{{o(i)}, 1, Location::kCenter});
+    for (int i = 0; i < kPerCategory; ++i) out.push_back(Scene{{o(i)}, 2 + (i % 6 + i / 6) % 2, Location::kCenter});
+    for (int i = 0; i < kPerCategory; ++i) out.push_back(Scene{{o(i)}, 1, static_cast<Location>(1 + i / 3)});
+    for (int i = 0; i < kPerCategory; ++i) {
+      const Object x = o(i);
+      out.push_back(Scene{{x, object(i % 6 + 1 + i / 6, static_cast<int>(x.shape) + 1)}, 1, Location::kCenter});
+    }
+    return out;
+  }();
+  return scenes;
+}
+
+// The split keeps every category in all three lists in equal measure (9 / 3 / 3), so a Table 1 on
+// the unseen prompts and the learning curves on the evaluation prompts both weigh the two-object
+// prompts, where the few-step base model has its headroom, as one quarter.
+const PromptSets& geneval_prompt_sets() {
+  static const PromptSets sets = [] {
+    PromptSets out;
+    const std::vector<Scene>& scenes = geneval_scenes();
+    for (std::size_t n = 0; n < scenes.size(); ++n) {
+      const std::string prompt = describe(scenes[n]);
+      const std::size_t i = n % 12;  // index within the category
+      if (i % 4 == 1) {
+        out.unseen.push_back(prompt);
+        continue;
+      }
+      out.train.push_back(prompt);
+      if (i % 4 == 3) out.eval.push_back(prompt);
+    }
+    return out;
+  }();
+  return sets;
+}
+
 }  // namespace sdpo::toy

@@ -127,4 +127,22 @@ const std::vector<std::string>& unseen_prompts();
 /// aligned with unseen_prompts().
 const std::vector<std::string>& unseen_categories();
 
+/// The toy GenEval scenes: 12 per category in the order single object, counting, position,
+/// two-object (48 in all), built from the grammar by one rule (prompt_sets.cpp). Like GenEval it
+/// ignores the standard training split: it holds the three held-out color-shape pairs too.
+const std::vector<Scene>& geneval_scenes();
+
+/// One prompt source's three prompt lists.
+struct PromptSets {
+  std::vector<std::string> train;
+  std::vector<std::string> eval;    ///< a subset of train
+  std::vector<std::string> unseen;  ///< disjoint from train
+};
+
+/// The `geneval` prompt sets of the `shapes` prompt source: prompts with headroom for RL (the
+/// compositions). Of each category's 12 scenes (index i in geneval_scenes() order) those with
+/// i mod 4 == 1 are unseen (3 per category, 12), the other 9 are trained on (36), and of these
+/// the ones with i mod 4 == 3 are evaluated (3 per category, 12).
+const PromptSets& geneval_prompt_sets();
+
 }  // namespace sdpo::toy

@@ -171,41 +171,12 @@ Category category_of(const toy::Scene& scene) {
   return Category::kSingleObject;
 }
 
-// The prompt set is generated rather than written out so that its rule, not a hand-picked list,
-// is what README.md documents and the tests check. Twelve objects O_i, i = 6j + k (j = 0, 1;
-// k = 0..5 the color, in Color order) with shape (k + 2j) mod 3: every color with two different
-// shapes and every shape four times. They are the 18 color-shape pairs minus the six with shape
-// (k + 1) mod 3, a choice that keeps the three pairs the training prompts hold out (yellow
-// triangle, purple circle, white square: GenEval has no training split to respect). Then
-//   single_object  "a O_i"
-//   counting       O_i, centered, with count 2 + (k + j) mod 2 (each color and each shape with
-//                  both counts)
-//   position       "a O_i" at location 1 + i / 3 (left for i = 0..2, then right, top, bottom:
-//                  every location with all three shapes)
-//   two_object     "a O_i and a P_i", P_i of color (k + 1 + j) mod 6 and shape (shape(O_i) + 1)
-//                  mod 3: a different color and a different shape, so that color attribution is
-//                  tested, and the six pairs outside O_i appear too (as P_i for j = 1).
+// The prompt set's rule is in plugins/shapes/prompt_sets.cpp (toy::geneval_scenes), shared with
+// the `shapes` prompt source's `geneval` prompt sets.
 const std::vector<GenevalPrompt>& geneval_prompts() {
   static const std::vector<GenevalPrompt> prompts = [] {
-    constexpr int kPerCategory = 12;
-    const auto object = [](int color, int shape) {
-      return toy::Object{static_cast<toy::Shape>(shape % toy::kNumShapes),
-                         static_cast<toy::Color>(color % toy::kNumColors)};
-    };
-    const auto o = [&](int i) { return object(i % 6, i % 6 + 2 * (i / 6)); };
-    std::vector<toy::Scene> scenes;
-    for (int i = 0; i < kPerCategory; ++i) scenes.push_back(toy::Scene{{o(i)}, 1, toy::Location::kCenter});
-    for (int i = 0; i < kPerCategory; ++i)
-      scenes.push_back(toy::Scene{{o(i)}, 2 + (i % 6 + i / 6) % 2, toy::Location::kCenter});
-    for (int i = 0; i < kPerCategory; ++i)
-      scenes.push_back(toy::Scene{{o(i)}, 1, static_cast<toy::Location>(1 + i / 3)});
-    for (int i = 0; i < kPerCategory; ++i) {
-      const toy::Object x = o(i);
-      const toy::Object y = object(i % 6 + 1 + i / 6, static_cast<int>(x.shape) + 1);
-      scenes.push_back(toy::Scene{{x, y}, 1, toy::Location::kCenter});
-    }
     std::vector<GenevalPrompt> out;
-    for (const toy::Scene& scene : scenes) out.push_back({toy::describe(scene), category_of(scene)});
+    for (const toy::Scene& scene : toy::geneval_scenes()) out.push_back({toy::describe(scene), category_of(scene)});
     return out;
   }();
   return prompts;

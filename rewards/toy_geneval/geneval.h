@@ -56,10 +56,10 @@ struct GenevalPrompt {
   Category category = Category::kSingleObject;
 };
 
-/// The fixed toy GenEval prompt set: 12 prompts per category, 48 in all, in Category order, built
-/// from the world's grammar by one rule (geneval.cpp, README.md "The prompt set"). Like GenEval it
-/// ignores the RL training split: it holds trained and held-out combinations alike, including the
-/// three color-shape pairs no training prompt has (a yellow triangle, a purple circle, a white square).
+/// The fixed toy GenEval prompt set: 12 prompts per category, 48 in all, in Category order: the
+/// prompts of sdpo::toy::geneval_scenes() (shapes/world.h; the rule in README.md "The prompt set").
+/// Like GenEval it ignores the RL training split: it holds trained and held-out combinations alike,
+/// including the three color-shape pairs no standard training prompt has.
 const std::vector<GenevalPrompt>& geneval_prompts();
 
 /// One requirement of a prompt and how an image meets it.

@@ -177,6 +177,77 @@ TEST(ShapesPrompts, UnseenDisjointFromTrainAndCoversCategories) {
   }
 }
 
+// GenEval's task family of a scene, written out here rather than taken from toy_geneval.
+int category(const toy::Scene& s) {
+  if (s.is_composition()) return 3;
+  if (s.location != toy::Location::kCenter) return 2;
+  return s.count > 1 ? 1 : 0;
+}
+
+TEST(ShapesPrompts, GenevalScenesAreTwelvePerCategoryInOrder) {
+  const auto& scenes = toy::geneval_scenes();
+  ASSERT_EQ(scenes.size(), 48u);
+  std::set<std::string> prompts;
+  for (std::size_t n = 0; n < scenes.size(); ++n) {
+    EXPECT_EQ(category(scenes[n]), static_cast<int>(n / 12)) << toy::describe(scenes[n]);
+    prompts.insert(toy::describe(scenes[n]));
+  }
+  EXPECT_EQ(prompts.size(), 48u);
+  // Hand-checked from the rule: O_0 = red circle, O_7 = green circle (k 1, shape (1 + 2) mod 3),
+  // counting O_1 = green square with count 2 + 1 mod 2 = 3, position O_5 = white triangle
+  // (shape 5 mod 3) on the right (location 1 + 5 / 3), two-object P_0 = green square (color 1,
+  // shape circle + 1).
+  EXPECT_EQ(toy::describe(scenes[0]), "a red circle");
+  EXPECT_EQ(toy::describe(scenes[7]), "a green circle");
+  EXPECT_EQ(toy::describe(scenes[13]), "three green squares");
+  EXPECT_EQ(toy::describe(scenes[29]), "a white triangle on the right");
+  EXPECT_EQ(toy::describe(scenes[36]), "a red circle and a green square");
+}
+
+TEST(ShapesPrompts, GenevalSetsSplitEveryCategoryNineThreeThree) {
+  auto source = make_source(R"({"prompt_sets": "geneval"})");
+  const auto& train = source->train_prompts();
+  const auto& eval = source->eval_prompts();
+  const auto& unseen = source->unseen_prompts();
+  EXPECT_EQ(train.size(), 36u);
+  EXPECT_EQ(eval.size(), 12u);
+  EXPECT_EQ(unseen.size(), 12u);
+  const std::set<std::string> trained(train.begin(), train.end());
+  EXPECT_EQ(trained.size(), 36u);
+  int train_count[4] = {}, eval_count[4] = {}, unseen_count[4] = {};
+  for (const auto& p : train) ++train_count[category(parsed(p))];
+  for (const auto& p : eval) {
+    EXPECT_TRUE(trained.count(p)) << p;
+    ++eval_count[category(parsed(p))];
+  }
+  for (const auto& p : unseen) {
+    EXPECT_FALSE(trained.count(p)) << p;
+    ++unseen_count[category(parsed(p))];
+  }
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_EQ(train_count[c], 9) << c;
+    EXPECT_EQ(eval_count[c], 3) << c;
+    EXPECT_EQ(unseen_count[c], 3) << c;
+  }
+  // Index 1 of each category is unseen, index 3 evaluated (i mod 4 == 1 and == 3).
+  EXPECT_EQ(unseen[0], toy::describe(toy::geneval_scenes()[1]));
+  EXPECT_EQ(eval[0], toy::describe(toy::geneval_scenes()[3]));
+  // The standard sets are the default and are unchanged by the option's existence.
+  EXPECT_EQ(make_source()->train_prompts(), toy::training_prompts());
+  EXPECT_EQ(make_source(R"({"prompt_sets": "standard"})")->eval_prompts(), toy::evaluation_prompts());
+}
+
+TEST(ShapesPrompts, UnknownPromptSetsRefusedByName) {
+  try {
+    make_source(R"({"prompt_sets": "coco"})");
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("prompt_sets"), std::string::npos) << what;
+    EXPECT_NE(what.find("geneval"), std::string::npos) << what;
+  }
+}
+
 TEST(ShapesWorld, EveryPromptParsesBackToItself) {
   std::vector<std::string> prompts = toy::training_prompts();
   prompts.insert(prompts.end(), toy::evaluation_prompts().begin(), toy::evaluation_prompts().end());
