@@ -63,4 +63,19 @@ TEST(Similarity, HandComputedWeightedMix) {
   sdpo::test::expect_close(dense, at::tensor({1.0f, 2.5f, 3.0f}).view({1, 3}), 0, 1e-6);
 }
 
+TEST(Similarity, HandComputedWeightedMixDividesBySimilaritySum) {
+  // The similarities of step 1 sum to 0.8, not to the query count 2, so dividing by Q (or not
+  // dividing) gives another value: (2 * 0.2 + 6 * 0.6) / 0.8 = 5; / 2 would be 2, undivided 4.
+  // Step 2 has (0.9, 0.1): (2 * 0.9 + 6 * 0.1) / 1.0 = 2.4, then replaced by its exact query 6.
+  auto sims = at::tensor({1.0f, 0.2f, 0.9f, 0.3f, 0.6f, 0.1f}).view({1, 2, 3});
+  auto steps = at::tensor({int64_t{0}, int64_t{2}}).view({1, 2});
+  auto dense = sdpo::dense_similarity_weighted(at::tensor({2.0f, 6.0f}).view({1, 2}), sims, steps);
+  sdpo::test::expect_close(dense, at::tensor({2.0f, 5.0f, 6.0f}).view({1, 3}), 0, 1e-6);
+  // Without the exact overwrite (a step that is not queried), the mix itself: a single-query row
+  // with similarity 0.5 still returns that query's reward (0.5 r / 0.5).
+  auto one = sdpo::dense_similarity_weighted(
+      at::tensor({4.0f}).view({1, 1}), at::tensor({1.0f, 0.5f}).view({1, 1, 2}), at::tensor({int64_t{0}}).view({1, 1}));
+  sdpo::test::expect_close(one, at::tensor({4.0f, 4.0f}).view({1, 2}), 0, 1e-6);
+}
+
 }  // namespace
