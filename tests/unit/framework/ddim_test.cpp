@@ -71,6 +71,30 @@ TEST(DDIMStep, HandComputedStepAndDensity) {
   EXPECT_NEAR(r.log_prob.item<double>(), logp, 1e-4 * std::abs(logp));
 }
 
+// The same step at eta = 0.5: the standard deviation is eta * sigma, and the direction term
+// pointing to x_t uses the smaller variance, sqrt(1 - ab_prev - eta^2 sigma^2). A sampler that
+// ignored eta in either place (or squared it once too often) would miss both numbers.
+TEST(DDIMStep, HandComputedStepAndDensityAtEtaHalf) {
+  auto ac = sdpo::ddim_alphas_cumprod({});
+  const double ab_t = ac[999].item<double>(), ab_p = ac[499].item<double>();
+  const double x = 0.3, eps = -0.8, x_prev = 0.1, eta = 0.5;
+  const double x0 = (x - std::sqrt(1 - ab_t) * eps) / std::sqrt(ab_t);
+  const double sigma2 = (1 - ab_p) / (1 - ab_t) * (1 - ab_t / ab_p);
+  const double var = eta * eta * sigma2;
+  const double mean = std::sqrt(ab_p) * x0 + std::sqrt(1 - ab_p - var) * eps;
+  const double logp = -(x_prev - mean) * (x_prev - mean) / (2 * var) - 0.5 * std::log(var) - 0.5 * std::log(2 * M_PI);
+  auto r = sdpo::ddim_step(ac, at::full({1, 1}, eps), at::full({1}, 999, at::kLong), at::full({1, 1}, x), 2, eta,
+                           "epsilon", at::full({1, 1}, x_prev), c10::nullopt);
+  EXPECT_NEAR(r.log_prob.item<double>(), logp, 1e-4 * std::abs(logp));
+  // Sampling (no given x_prev) with noise z: x_prev = mean + sqrt(var) z, z drawn from the generator.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  auto z_gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  const double z = at::randn({1, 1}, z_gen).item<double>();
+  auto s = sdpo::ddim_step(ac, at::full({1, 1}, eps), at::full({1}, 999, at::kLong), at::full({1, 1}, x), 2, eta,
+                           "epsilon", at::Tensor(), gen);
+  EXPECT_NEAR(s.prev_sample.item<double>(), mean + std::sqrt(var) * z, 1e-5);
+}
+
 // The log-prob is the Gaussian density averaged over dimensions: for two elements it is the mean
 // of the two one-dimensional densities.
 TEST(DDIMStep, LogProbIsMeanOverDimensions) {
