@@ -176,6 +176,9 @@ TEST(Experiment, EveryShippedToyExperimentExpandsAndValidates) {
     if (v.is_object() && (v.as_object().contains("grid") || v.as_object().contains("runs"))) files.push_back(f.path());
   }
   std::sort(files.begin(), files.end());
+  // Every shipped toy experiment (experiments/README.md's table): a wrong folder or a changed test
+  // of what is an experiment cannot pass by checking none.
+  EXPECT_EQ(files.size(), 15u);
   const auto out = sdpo::test::temp_dir("shipped_experiments");
   for (const auto& f : files) {
     SCOPED_TRACE(f.string());

@@ -90,3 +90,39 @@ TEST(PlotScript, WritesTheFigureAndTheTableOfAMicroExperiment) {
 }
 
 }  // namespace
+
+namespace {
+
+// experiments/select_rate.py on hand-made CSVs: the best rate, the 1% tie-break towards the
+// smaller rate, non-finite runs skipped, and the collapse check (soft toy GenEval below 90% of
+// the base's) removing the run that would otherwise win.
+TEST(SelectRateScript, AppliesTheProtocolRuleAndTheCollapseCheck) {
+  if (std::system("/usr/bin/python3 -c 'import csv' >/dev/null 2>&1") != 0) GTEST_SKIP() << "/usr/bin/python3 is missing";
+  const std::string dir = sdpo::test::temp_dir("select_rate");
+  std::ofstream(dir + "/sweep.csv") << "run,variant,learning_rate,steps_8_mean\n"
+                                       "a1,a,1e-05,10.0\n"
+                                       "a2,a,3e-05,10.05\n"  // within 1% of the best: a picks 1e-5
+                                       "a3,a,1e-04,9.0\n"
+                                       "b1,b,1e-05,5.0\n"
+                                       "b2,b,3e-05,8.0\n"
+                                       "b3,b,1e-04,nan\n"    // not finite: skipped
+                                       "b4,b,3e-04,20.0\n";  // the best, but collapsed (below)
+  std::ofstream(dir + "/guard.csv") << "run,variant,checkpoint,steps,soft\n"
+                                       "base,base,base,8,0.80\n"
+                                       "a1,a,epoch_2,8,0.80\na2,a,epoch_2,8,0.79\na3,a,epoch_2,8,0.80\n"
+                                       "b1,b,epoch_2,8,0.80\nb2,b,epoch_2,8,0.72\n"  // 0.72 = 0.9 x 0.80: kept
+                                       "b3,b,epoch_2,8,0.80\nb4,b,epoch_2,8,0.10\n";
+  const std::string script = "/usr/bin/python3 " + std::string(SDPO_SOURCE_DIR) + "/experiments/select_rate.py ";
+  const auto last_line = [&](const std::string& args) {
+    const std::string cmd = script + args + " > " + dir + "/out.txt 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << std::ifstream(dir + "/out.txt").rdbuf();
+    std::ifstream in(dir + "/out.txt");
+    std::string line, last;
+    while (std::getline(in, line)) last = line;
+    return last;
+  };
+  EXPECT_EQ(last_line(dir + "/sweep.csv"), R"({"a": 1e-05, "b": 0.0003})");
+  EXPECT_EQ(last_line(dir + "/sweep.csv --guard " + dir + "/guard.csv"), R"({"a": 1e-05, "b": 3e-05})");
+}
+
+}  // namespace
