@@ -12,6 +12,7 @@
 // of the smallest gain (REBEL's 14.1).
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@ struct Case {
   std::string learning_rate;
   int epochs;
 };
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.algorithm << " at " << c.learning_rate << ", " << c.epochs << " epochs"; }
 
 class LearningMicroRun : public ::testing::TestWithParam<Case> {};
 

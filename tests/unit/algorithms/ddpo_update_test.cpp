@@ -12,19 +12,14 @@
 #include "sdpo/optimizer.h"
 #include "sdpo/registry.h"
 #include "sdpo/sampler.h"
+#include "support/component_config.h"
 #include "support/test_support.h"
 #include "support/transition_bias_model.h"
 
 namespace {
 
 sdpo::ComponentConfig config(const std::string& kind, const std::string& name, const std::string& options) {
-  sdpo::ComponentConfig c;
-  c.kind = kind;
-  c.name = name;
-  c.options = boost::json::parse(options).as_object();
-  c.file = "ddpo_update.json";
-  c.json_path = kind + ".options";
-  return c;
+  return sdpo::test::component_config(kind, name, options, "ddpo_update.json");
 }
 
 struct Update {

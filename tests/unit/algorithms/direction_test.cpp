@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <boost/json.hpp>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -16,19 +17,14 @@
 #include "sdpo/registry.h"
 #include "sdpo/rollout_ops.h"
 #include "sdpo/sampler.h"
+#include "support/component_config.h"
 #include "support/test_support.h"
 #include "support/transition_bias_model.h"
 
 namespace {
 
 sdpo::ComponentConfig config(const std::string& kind, const std::string& name, const std::string& options) {
-  sdpo::ComponentConfig c;
-  c.kind = kind;
-  c.name = name;
-  c.options = boost::json::parse(options).as_object();
-  c.file = "direction.json";
-  c.json_path = kind + ".options";
-  return c;
+  return sdpo::test::component_config(kind, name, options, "direction.json");
 }
 
 struct Case {
@@ -37,6 +33,9 @@ struct Case {
 };
 
 std::string label(const Case& c) { return c.algorithm + " " + c.options; }
+
+// gtest prints the case by this (ctest lists it beside the test name).
+void PrintTo(const Case& c, std::ostream* os) { *os << label(c); }
 
 constexpr std::int64_t kGroups = 4;  // pairs, or DDPO's trajectories per sign
 constexpr std::int64_t kSteps = 3;

@@ -17,18 +17,13 @@
 #include "sdpo/rollout.h"
 #include "sdpo/sampler.h"
 #include "sdpo/sampling.h"
+#include "support/component_config.h"
 #include "support/test_support.h"
 
 namespace {
 
 sdpo::ComponentConfig config(const std::string& kind, const std::string& name, const std::string& options) {
-  sdpo::ComponentConfig c;
-  c.kind = kind;
-  c.name = name;
-  c.options = boost::json::parse(options).as_object();
-  c.file = "variants.json";
-  c.json_path = kind + ".options";
-  return c;
+  return sdpo::test::component_config(kind, name, options, "variants.json");
 }
 
 std::shared_ptr<sdpo::Algorithm> make_sdpo(const std::string& options) {
