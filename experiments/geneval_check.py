@@ -30,12 +30,13 @@ def last_checkpoint(run_dir):
 
 
 def table_rows(output, steps, where):
-    """The tool's Markdown table rows: {steps: [single, counting, position, two_object, overall, soft]}."""
+    """The tool's Markdown table rows: {steps: [single, counting, position, two_object, overall, soft]};
+    a category without prompts in the set (the tool prints "-") is NaN."""
     rows = {}
     for line in output.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 7 and cells[0].isdigit():
-            rows[int(cells[0])] = [float(c) for c in cells[1:]]
+            rows[int(cells[0])] = [float("nan") if c == "-" else float(c) for c in cells[1:]]
     missing = [s for s in steps if s not in rows]
     if missing:
         raise SystemExit(f"{where}: sdpo_toy_geneval printed no row for steps {missing}:\n{output}")
