@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <benchmark/benchmark.h>
+
 #include <string>
 
 #include "benchmarks/bench_registry.h"
@@ -40,8 +41,9 @@ void register_dense_reward_benchmarks() {
     if (e->kind != DenseRewardPredictor::kKind) continue;
     for (std::int64_t steps : {8, 50}) {
       const std::string name = e->name;
-      benchmark::RegisterBenchmark(("BM_DenseReward/" + name + "/T:" + std::to_string(steps)).c_str(),
-                                   [name, steps](benchmark::State& s) { plan_and_predict(s, name, steps); })
+      benchmark::RegisterBenchmark(
+          ("BM_DenseReward/" + name + "/T:" + std::to_string(steps)).c_str(),
+          [name, steps](benchmark::State& s) { plan_and_predict(s, name, steps); })
           ->Unit(benchmark::kMicrosecond);
     }
   }

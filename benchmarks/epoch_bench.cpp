@@ -5,6 +5,7 @@
 // (manual time; building the trainer and the bare loop are not in it); the counters are the
 // ratios of sdpo/bench.h, averaged over the iterations.
 #include <benchmark/benchmark.h>
+
 #include <string>
 
 #include "sdpo/bench.h"

@@ -28,10 +28,11 @@ int main(int argc, char** argv) {
   try {
     const std::string root = argv[argc - 1];
     const auto& configs = tiny ? sdpo::test::tiny_sd_configs() : sdpo::test::sd_turbo_configs();
-    sdpo::test::write_sd_pipeline(root, configs, /*seed=*/1, /*noise=*/0.0,
-                                  [](const std::string& component, std::int64_t n, const std::string& file) {
-                                    std::cout << "  " << component << ": " << n << " parameters -> " << file << "\n";
-                                  });
+    sdpo::test::write_sd_pipeline(
+        root, configs, /*seed=*/1, /*noise=*/0.0,
+        [](const std::string& component, std::int64_t n, const std::string& file) {
+          std::cout << "  " << component << ": " << n << " parameters -> " << file << "\n";
+        });
     std::cout << "sdpo_random_pipeline: wrote " << root << "\n";
     return 0;
   } catch (const std::exception& e) {

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   cmake g++ ninja-build pkg-config
+  clang-format  # scripts/check_format.sh (ctest test `format`)
   libtorch-dev  # CPU libtorch 1.13; libopenblas0 below replaces the reference BLAS it would use (about 3x faster backward)
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev libboost-filesystem1.81-dev
   libopenblas0

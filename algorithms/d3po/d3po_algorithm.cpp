@@ -7,6 +7,7 @@
 // (ctx.reference), not the sampling policy; G_acc = optimizer accumulation.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
@@ -33,7 +34,8 @@ struct D3POOptions {
     D3POOptions o;
     o.beta = r.number("beta", o.beta, 1e-12, 1e12, "preference temperature: -log sigmoid(beta * delta log q)");
     o.eps = r.number("eps", o.eps, 0.0, 0.999, "ratio clip: q = clip(p_theta / p_ref, 1 - eps, 1 + eps)");
-    o.timestep_fraction = r.number("timestep_fraction", o.timestep_fraction, 1e-6, 1.0, "fraction of the T steps trained");
+    o.timestep_fraction =
+        r.number("timestep_fraction", o.timestep_fraction, 1e-6, 1.0, "fraction of the T steps trained");
     o.shuffle_batch = r.boolean("shuffle_batch", o.shuffle_batch, "permute the pairs before rebatching");
     o.shuffle_timestep = r.boolean("shuffle_timestep", o.shuffle_timestep, "independent step permutation per pair");
     return o;
@@ -116,8 +118,9 @@ class D3POAlgorithm final : public sdpo::Algorithm {
         auto res = sdpo::d3po_loss(li);
         const double lv = res.loss.item<double>();
         if (!std::isfinite(lv)) {
-          throw sdpo::NumericError("algorithm 'd3po': the loss is " + std::to_string(lv) + " at epoch " +
-                                   std::to_string(ctx.epoch) + ", position " + std::to_string(j));
+          throw sdpo::NumericError(
+              "algorithm 'd3po': the loss is " + std::to_string(lv) + " at epoch " + std::to_string(ctx.epoch) +
+              ", position " + std::to_string(j));
         }
         (res.loss / static_cast<double>(accumulation)).backward();
         ctx.optimizer.micro_step(accumulation);
@@ -131,13 +134,14 @@ class D3POAlgorithm final : public sdpo::Algorithm {
     ctx.optimizer.flush();
     ctx.model.set_training(false);
     const double m = static_cast<double>(std::max<int64_t>(micro, 1));
-    return {{"loss", loss_sum / m},
-            {"mean_abs_log_q", abs_log_q_sum / m},
-            {"mean_abs_log_ratio", abs_log_ratio_sum / m},
-            {"clampfrac", clamp_sum / m},
-            {"tie_fraction", tie_fraction},
-            {"grad_norm", ctx.optimizer.last_grad_norm()},
-            {"updates", static_cast<double>(ctx.optimizer.updates())}};
+    return {
+        {"loss", loss_sum / m},
+        {"mean_abs_log_q", abs_log_q_sum / m},
+        {"mean_abs_log_ratio", abs_log_ratio_sum / m},
+        {"clampfrac", clamp_sum / m},
+        {"tie_fraction", tie_fraction},
+        {"grad_norm", ctx.optimizer.last_grad_norm()},
+        {"updates", static_cast<double>(ctx.optimizer.updates())}};
   }
 
  private:

@@ -1,6 +1,7 @@
 #include "d3po_loss.h"
 
 #include <ATen/ATen.h>
+
 #include <cmath>
 
 namespace sdpo {

@@ -25,10 +25,10 @@ struct D3POLossInput {
 };
 
 struct D3POLossOutput {
-  at::Tensor loss;              ///< scalar: mean over pairs of −log σ(β(h_a log q_a + h_b log q_b))
-  double mean_abs_log_q = 0;    ///< mean |log q| over both members (after the clip)
+  at::Tensor loss;                ///< scalar: mean over pairs of −log σ(β(h_a log q_a + h_b log q_b))
+  double mean_abs_log_q = 0;      ///< mean |log q| over both members (after the clip)
   double mean_abs_log_ratio = 0;  ///< mean |ℓ_θ − ℓ_ref| over both members (before the clip)
-  double clampfrac = 0;         ///< fraction of ratios (a and b) outside [1 − ε, 1 + ε]
+  double clampfrac = 0;           ///< fraction of ratios (a and b) outside [1 − ε, 1 + ε]
 };
 
 D3POLossOutput d3po_loss(const D3POLossInput& in);

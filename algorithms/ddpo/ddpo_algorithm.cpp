@@ -6,6 +6,7 @@
 // permutation of trajectory n; j = position; k = π_n(j) = the trained step; ε = clip_range;
 // B_t = ctx.train_batch_size; G_acc = optimizer accumulation; num_train_timesteps = int(T·fraction).
 #include <ATen/ATen.h>
+
 #include <cmath>
 
 #include "ddpo_loss.h"
@@ -29,14 +30,17 @@ struct DDPOOptions {
 
   static DDPOOptions read(sdpo::OptionReader& r) {
     DDPOOptions o;
-    o.estimator = r.string("estimator", o.estimator,
-                           "is: importance-sampled PPO-clip (official code); sf: score function, one update per epoch",
-                           {"is", "sf"});
-    o.clip_range = r.number("clip_range", o.clip_range, 0.0, 1e6, "PPO clip of the ratio to [1-eps, 1+eps] (estimator is)");
+    o.estimator = r.string(
+        "estimator", o.estimator,
+        "is: importance-sampled PPO-clip (official code); sf: score function, one update per epoch", {"is", "sf"});
+    o.clip_range =
+        r.number("clip_range", o.clip_range, 0.0, 1e6, "PPO clip of the ratio to [1-eps, 1+eps] (estimator is)");
     o.adv_clip_max = r.number("adv_clip_max", o.adv_clip_max, 0.0, 1e12, "advantages clipped to +-this at loss time");
-    o.timestep_fraction = r.number("timestep_fraction", o.timestep_fraction, 1e-6, 1.0, "fraction of the T steps trained");
+    o.timestep_fraction =
+        r.number("timestep_fraction", o.timestep_fraction, 1e-6, 1.0, "fraction of the T steps trained");
     o.shuffle_batch = r.boolean("shuffle_batch", o.shuffle_batch, "permute the trajectories before rebatching");
-    o.shuffle_timestep = r.boolean("shuffle_timestep", o.shuffle_timestep, "independent step permutation per trajectory");
+    o.shuffle_timestep =
+        r.boolean("shuffle_timestep", o.shuffle_timestep, "independent step permutation per trajectory");
     return o;
   }
 };
@@ -47,10 +51,10 @@ class DDPOAlgorithm final : public sdpo::Algorithm {
 
   sdpo::RolloutSpec spec() const override {
     sdpo::RolloutSpec s;
-    s.paired = false;              // 4.1: one trajectory per prompt
-    s.shared_noise = false;        // 4.1: independent initial noise
-    s.gamma = 0.0;                 // 4.2: no discounting; the same A at every step
-    s.final_image_reward = true;   // 4.1: only the decoded x^(T) is scored
+    s.paired = false;             // 4.1: one trajectory per prompt
+    s.shared_noise = false;       // 4.1: independent initial noise
+    s.gamma = 0.0;                // 4.2: no discounting; the same A at every step
+    s.final_image_reward = true;  // 4.1: only the decoded x^(T) is scored
     return s;
   }
 
@@ -100,9 +104,9 @@ class DDPOAlgorithm final : public sdpo::Algorithm {
                       : sdpo::ddpo_is_loss(lp, old_lp, adv, o_.clip_range, o_.adv_clip_max);
         const double lv = res.loss.item<double>();
         if (!std::isfinite(lv)) {
-          throw sdpo::NumericError("algorithm 'ddpo': the loss is " + std::to_string(lv) + " at epoch " +
-                                   std::to_string(ctx.epoch) + ", mini-batch " + std::to_string(start / batch) +
-                                   ", position " + std::to_string(j));
+          throw sdpo::NumericError(
+              "algorithm 'ddpo': the loss is " + std::to_string(lv) + " at epoch " + std::to_string(ctx.epoch) +
+              ", mini-batch " + std::to_string(start / batch) + ", position " + std::to_string(j));
         }
         // Accelerate divides each micro-batch loss by the accumulation count (4.4): the
         // accumulated gradient is an average.
@@ -118,11 +122,12 @@ class DDPOAlgorithm final : public sdpo::Algorithm {
     ctx.optimizer.flush();
     ctx.model.set_training(false);
     const double m = static_cast<double>(std::max<int64_t>(micro, 1));
-    return {{"loss", loss_sum / m},
-            {"clipfrac", clip_sum / m},
-            {"approx_kl", kl_sum / m},
-            {"grad_norm", ctx.optimizer.last_grad_norm()},
-            {"updates", static_cast<double>(ctx.optimizer.updates())}};
+    return {
+        {"loss", loss_sum / m},
+        {"clipfrac", clip_sum / m},
+        {"approx_kl", kl_sum / m},
+        {"grad_norm", ctx.optimizer.last_grad_norm()},
+        {"updates", static_cast<double>(ctx.optimizer.updates())}};
   }
 
  private:

@@ -4,8 +4,12 @@
 
 namespace sdpo {
 
-DDPOLossOutput ddpo_is_loss(const at::Tensor& log_prob, const at::Tensor& old_log_prob, const at::Tensor& advantage,
-                            double clip_range, double adv_clip_max) {
+DDPOLossOutput ddpo_is_loss(
+    const at::Tensor& log_prob,
+    const at::Tensor& old_log_prob,
+    const at::Tensor& advantage,
+    double clip_range,
+    double adv_clip_max) {
   DDPOLossOutput out;
   // 4.2: advantages are clipped at loss time, not by the normalizer.
   auto adv = advantage.detach().clamp(-adv_clip_max, adv_clip_max);

@@ -6,6 +6,7 @@
 // identical columns, read at step 0); c = 1/eta; G_acc = optimizer accumulation.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
@@ -28,9 +29,9 @@ struct RebelOptions {
 
   static RebelOptions read(sdpo::OptionReader& r) {
     RebelOptions o;
-    o.form = r.string("form", o.form,
-                      "per_step: paper Eq. 7, sum of squares over steps; trajectory: RLCM, square of the step sum",
-                      {"per_step", "trajectory"});
+    o.form = r.string(
+        "form", o.form, "per_step: paper Eq. 7, sum of squares over steps; trajectory: RLCM, square of the step sum",
+        {"per_step", "trajectory"});
     o.eta = r.number("eta", o.eta, 1e-12, 1e12, "log-ratio scale: the loss regresses (1/eta) * delta log-ratio");
     o.shared_noise = r.boolean("shared_noise", o.shared_noise, "the pair shares its initial noise (RLCM: false)");
     o.shuffle_batch = r.boolean("shuffle_batch", o.shuffle_batch, "permute the pairs before rebatching");
@@ -40,13 +41,13 @@ struct RebelOptions {
 
 // One mini-batch of pairs: the rows of both members (a rows, then b rows) on the model's device.
 struct MiniBatch {
-  int64_t size = 0;          // pairs b
-  at::Tensor rows;           // (2b,) buffer rows
-  at::Tensor latents;        // (2b, T, C, H, W)
-  at::Tensor next_latents;   // (2b, T, C, H, W)
-  at::Tensor timesteps;      // (2b, T)
-  at::Tensor old_log_probs;  // (2b, T)
-  at::Tensor cond;           // (2b, L, D)
+  int64_t size = 0;                     // pairs b
+  at::Tensor rows;                      // (2b,) buffer rows
+  at::Tensor latents;                   // (2b, T, C, H, W)
+  at::Tensor next_latents;              // (2b, T, C, H, W)
+  at::Tensor timesteps;                 // (2b, T)
+  at::Tensor old_log_probs;             // (2b, T)
+  at::Tensor cond;                      // (2b, L, D)
   at::Tensor advantage_a, advantage_b;  // (b,)
 };
 
@@ -90,11 +91,12 @@ class RebelAlgorithm final : public sdpo::Algorithm {
     ctx.optimizer.flush();
     ctx.model.set_training(false);
     const double m = static_cast<double>(std::max<int64_t>(stats_.terms, 1));
-    return {{"loss", stats_.loss / m},
-            {"abs_log_ratio_diff", stats_.abs_log_ratio_diff / m},
-            {"abs_advantage_diff", stats_.abs_advantage_diff / m},
-            {"grad_norm", ctx.optimizer.last_grad_norm()},
-            {"updates", static_cast<double>(ctx.optimizer.updates())}};
+    return {
+        {"loss", stats_.loss / m},
+        {"abs_log_ratio_diff", stats_.abs_log_ratio_diff / m},
+        {"abs_advantage_diff", stats_.abs_advantage_diff / m},
+        {"grad_norm", ctx.optimizer.last_grad_norm()},
+        {"updates", static_cast<double>(ctx.optimizer.updates())}};
   }
 
  private:
@@ -105,8 +107,12 @@ class RebelAlgorithm final : public sdpo::Algorithm {
     int64_t terms = 0;
   };
 
-  static MiniBatch mini_batch(const sdpo::RolloutBuffer& buf, const at::Tensor& pair_idx, int64_t pairs,
-                              const at::Tensor& advantage, c10::Device device) {
+  static MiniBatch mini_batch(
+      const sdpo::RolloutBuffer& buf,
+      const at::Tensor& pair_idx,
+      int64_t pairs,
+      const at::Tensor& advantage,
+      c10::Device device) {
     MiniBatch mb;
     mb.size = pair_idx.size(0);
     mb.rows = at::cat({pair_idx, pair_idx + pairs}).to(device);
@@ -143,8 +149,9 @@ class RebelAlgorithm final : public sdpo::Algorithm {
 
   void check_finite(double value, sdpo::UpdateContext& ctx, const std::string& where) const {
     if (!std::isfinite(value)) {
-      throw sdpo::NumericError("algorithm 'rebel': the loss is " + std::to_string(value) + " at epoch " +
-                               std::to_string(ctx.epoch) + ", " + where);
+      throw sdpo::NumericError(
+          "algorithm 'rebel': the loss is " + std::to_string(value) + " at epoch " + std::to_string(ctx.epoch) + ", " +
+          where);
     }
   }
 

@@ -6,6 +6,7 @@
 // w_k = λ^k (forward) or λ^(T−1−k) (reverse) = stepwise weight; η = eta (log_scale);
 // ε = clip_range; G_acc = optimizer accumulation; num_train_timesteps = int(T·timestep_fraction).
 #include <ATen/ATen.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
@@ -44,24 +45,27 @@ struct SDPOOptions {
 
   static SDPOOptions read(sdpo::OptionReader& r) {
     SDPOOptions o;
-    o.returns = r.string("returns", o.returns,
-                         "9.2: discounted = G_k = R_k + gamma G_(k+1); none = G = R (gamma ignored; "
-                         "the same as discounted with gamma 0)",
-                         {"discounted", "none"});
-    o.gamma = r.number("gamma", o.gamma, 0.0, 1.0,
-                       "discount of the returns when returns = discounted (0: returns = rewards)");
-    o.weighting = r.string("weighting", o.weighting,
-                           "9.4 stepwise importance weight: forward = lambda^k, reverse = lambda^(T-1-k)",
-                           {"forward", "reverse"});
+    o.returns = r.string(
+        "returns", o.returns,
+        "9.2: discounted = G_k = R_k + gamma G_(k+1); none = G = R (gamma ignored; "
+        "the same as discounted with gamma 0)",
+        {"discounted", "none"});
+    o.gamma = r.number(
+        "gamma", o.gamma, 0.0, 1.0, "discount of the returns when returns = discounted (0: returns = rewards)");
+    o.weighting = r.string(
+        "weighting", o.weighting, "9.4 stepwise importance weight: forward = lambda^k, reverse = lambda^(T-1-k)",
+        {"forward", "reverse"});
     o.lambda = r.number("lambda", o.lambda, 0.0, 1.0, "stepwise importance weight decay (1: no weighting)");
     o.eta = r.number("eta", o.eta, 1e-12, 1e12, "log-ratio scale factor (weight w_k / eta)");
     o.clip_range = r.number("clip_range", o.clip_range, 0.0, 1e6, "clip of per-step log-ratios (0: none)");
     o.adv_clip_max = r.number("adv_clip_max", o.adv_clip_max, 0.0, 1e12, "advantages clipped to +-this");
-    o.timestep_fraction = r.number("timestep_fraction", o.timestep_fraction, 1e-6, 1.0, "fraction of the T steps trained");
-    o.update = r.string("update", o.update,
-                        "9.5 gradient updates: step_shuffled (7.5), stepwise_ordered (steps 0..T-1 in order), "
-                        "step_accumulated (PROPOSAL: one update per G_acc mini-batches x all steps)",
-                        {kStepShuffled, kStepwiseOrdered, kStepAccumulated});
+    o.timestep_fraction =
+        r.number("timestep_fraction", o.timestep_fraction, 1e-6, 1.0, "fraction of the T steps trained");
+    o.update = r.string(
+        "update", o.update,
+        "9.5 gradient updates: step_shuffled (7.5), stepwise_ordered (steps 0..T-1 in order), "
+        "step_accumulated (PROPOSAL: one update per G_acc mini-batches x all steps)",
+        {kStepShuffled, kStepwiseOrdered, kStepAccumulated});
     o.shuffle_batch = r.boolean("shuffle_batch", o.shuffle_batch, "permute the pairs before rebatching");
     // The default follows `update`, so an explicit `true` next to stepwise_ordered is detectable.
     o.shuffle_timestep = r.boolean(
@@ -69,8 +73,10 @@ struct SDPOOptions {
         "independent step permutation per pair; false alone = update stepwise_ordered (legacy spelling); "
         "must agree with update step_shuffled/stepwise_ordered; free with step_accumulated");
     if (o.update == kStepwiseOrdered && o.shuffle_timestep) {
-      r.fail("shuffle_timestep", "true disagrees with update 'stepwise_ordered' (which trains the steps in order); "
-                                 "remove shuffle_timestep or set update 'step_shuffled'");
+      r.fail(
+          "shuffle_timestep",
+          "true disagrees with update 'stepwise_ordered' (which trains the steps in order); "
+          "remove shuffle_timestep or set update 'step_shuffled'");
     }
     if (o.update == kStepShuffled && !o.shuffle_timestep) {
       o.update = kStepwiseOrdered;  // 9.5: shuffle_timestep = false is the stepwise variant
@@ -143,24 +149,32 @@ class SDPOAlgorithm final : public sdpo::Algorithm {
     ctx.optimizer.flush();
     ctx.model.set_training(false);
     const double m = static_cast<double>(std::max<int64_t>(totals.micro, 1));
-    return {{"loss", totals.loss / m},
-            {"clipfrac", totals.clipfrac / m},
-            {"adv_clipfrac", totals.adv_clipfrac / m},
-            {"grad_norm", ctx.optimizer.last_grad_norm()},
-            {"updates", static_cast<double>(ctx.optimizer.updates())}};
+    return {
+        {"loss", totals.loss / m},
+        {"clipfrac", totals.clipfrac / m},
+        {"adv_clipfrac", totals.adv_clipfrac / m},
+        {"grad_norm", ctx.optimizer.last_grad_norm()},
+        {"updates", static_cast<double>(ctx.optimizer.updates())}};
   }
 
  private:
   // One backward: the pairs order[start, start + B_t) at their position j (7.4), the loss divided
   // by `accumulation` (accelerate's averaging over the accumulated micro-batches).
-  void micro_batch(sdpo::RolloutBuffer& buf, sdpo::UpdateContext& ctx, const at::Tensor& order, const at::Tensor& perm,
-                   const at::Tensor& weights_all, int64_t start, int64_t j, int64_t accumulation,
-                   UpdateTotals& totals) const {
+  void micro_batch(
+      sdpo::RolloutBuffer& buf,
+      sdpo::UpdateContext& ctx,
+      const at::Tensor& order,
+      const at::Tensor& perm,
+      const at::Tensor& weights_all,
+      int64_t start,
+      int64_t j,
+      int64_t accumulation,
+      UpdateTotals& totals) const {
     const int64_t pairs = buf.groups();
     const int64_t end = std::min(pairs, start + std::max<int64_t>(1, ctx.train_batch_size));
-    auto pair_idx = order.slice(0, start, end);                   // (b,)
-    auto k = perm.index_select(0, pair_idx).select(1, j);         // (b,) trained step per pair
-    auto rows = at::cat({pair_idx, pair_idx + pairs});            // a rows then b rows
+    auto pair_idx = order.slice(0, start, end);            // (b,)
+    auto k = perm.index_select(0, pair_idx).select(1, j);  // (b,) trained step per pair
+    auto rows = at::cat({pair_idx, pair_idx + pairs});     // a rows then b rows
     auto kk = at::cat({k, k});
     // One batched forward for both members of every pair.
     auto lp = sdpo::rollout_log_prob(ctx.model, ctx.sampler, buf, rows, kk);
@@ -181,8 +195,9 @@ class SDPOAlgorithm final : public sdpo::Algorithm {
     auto res = sdpo::sdpo_loss(li);
     const double lv = res.loss.item<double>();
     if (!std::isfinite(lv)) {
-      throw sdpo::NumericError("algorithm 'sdpo': the loss is " + std::to_string(lv) + " at epoch " +
-                               std::to_string(ctx.epoch) + ", position " + std::to_string(j));
+      throw sdpo::NumericError(
+          "algorithm 'sdpo': the loss is " + std::to_string(lv) + " at epoch " + std::to_string(ctx.epoch) +
+          ", position " + std::to_string(j));
     }
     (res.loss / static_cast<double>(accumulation)).backward();
     ctx.optimizer.micro_step(accumulation);
@@ -198,14 +213,14 @@ class SDPOAlgorithm final : public sdpo::Algorithm {
 void register_plugin(sdpo::Registry& r) {
   r.add<sdpo::Algorithm, SDPOOptions>(
       "sdpo", "Stepwise Diffusion Policy Optimization: dense reward differences of paired trajectories",
-      &SDPOOptions::read,
-      [](const SDPOOptions& o, const sdpo::ComponentConfig& cfg) {
+      &SDPOOptions::read, [](const SDPOOptions& o, const sdpo::ComponentConfig& cfg) {
         // The one disagreement read() cannot see: update 'step_shuffled' given explicitly next to
         // shuffle_timestep false (alone, that flag is the legacy spelling of stepwise_ordered).
         if (o.update_from_shuffle_timestep && cfg.options.contains("update")) {
-          sdpo::OptionReader(cfg).fail("shuffle_timestep",
-                                       "false disagrees with update 'step_shuffled' (which shuffles the steps); "
-                                       "use update 'stepwise_ordered' or remove shuffle_timestep");
+          sdpo::OptionReader(cfg).fail(
+              "shuffle_timestep",
+              "false disagrees with update 'step_shuffled' (which shuffles the steps); "
+              "use update 'stepwise_ordered' or remove shuffle_timestep");
         }
         return std::make_shared<SDPOAlgorithm>(o);
       });

@@ -19,8 +19,10 @@ SDPOLossOutput sdpo_loss(const SDPOLossInput& in) {
   auto adv_a = in.advantage_a.clamp(-c, c);
   auto adv_b = in.advantage_b.clamp(-c, c);
   // Logged two-sided (the reference counts only the lower side, quirk 11.6).
-  out.adv_clipfrac = ((in.advantage_a.abs() > c).to(at::kDouble).sum() + (in.advantage_b.abs() > c).to(at::kDouble).sum())
-                         .item<double>() / (2.0 * static_cast<double>(in.advantage_a.numel()));
+  out.adv_clipfrac =
+      ((in.advantage_a.abs() > c).to(at::kDouble).sum() + (in.advantage_b.abs() > c).to(at::kDouble).sum())
+          .item<double>() /
+      (2.0 * static_cast<double>(in.advantage_a.numel()));
   auto delta_adv = (adv_a - adv_b).detach();
   auto w = in.weight / in.eta;
 

@@ -6,6 +6,7 @@
 // weight = λ^k (or the variant's weight), eta = η (log-ratio scale), clip_range = ε.
 
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 
 namespace sdpo {
@@ -29,9 +30,9 @@ struct SDPOLossInput {
 };
 
 struct SDPOLossOutput {
-  at::Tensor loss;            ///< scalar: mean over pairs of max(l, l̃)
-  double clipfrac = 0;        ///< fraction of pairs where the clipped branch is larger
-  double adv_clipfrac = 0;    ///< fraction of advantages (a and b) moved by the ±adv_clip_max clip
+  at::Tensor loss;          ///< scalar: mean over pairs of max(l, l̃)
+  double clipfrac = 0;      ///< fraction of pairs where the clipped branch is larger
+  double adv_clipfrac = 0;  ///< fraction of advantages (a and b) moved by the ±adv_clip_max clip
 };
 
 SDPOLossOutput sdpo_loss(const SDPOLossInput& in);

@@ -1,12 +1,12 @@
 // The `sdpo` command line: plugins, train, experiment, sample, pretrain, analyze, bench.
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
-#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
-
-#include <ATen/ATen.h>
 
 #include "sdpo/bench.h"
 #include "sdpo/checkpoint.h"
@@ -182,7 +182,8 @@ int cmd_train(const std::vector<std::string>& args) {
   }
   fs::path dir = trainer.run_dir();
   std::cout << "run file:     " << (dir / "run.h5").string() << "\n";
-  std::cout << "samples:      " << dir.string() << "/samples_epoch_<k>.png (rows: prompts, columns: eval step counts)\n";
+  std::cout << "samples:      " << dir.string()
+            << "/samples_epoch_<k>.png (rows: prompts, columns: eval step counts)\n";
   std::cout << "checkpoints:  " << (dir / "checkpoints").string() << "\n";
   return 0;
 }

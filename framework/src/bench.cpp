@@ -1,12 +1,13 @@
 #include "sdpo/bench.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <sstream>
-#include <unistd.h>
 
 #include "sdpo/counting_model.h"
 #include "sdpo/error.h"
@@ -121,11 +122,11 @@ std::string format_bench_report(const BenchReport& r) {
   const double total = r.times.epoch;
   const double other = total - r.times.sampling - r.times.decode - r.times.reward - r.times.prepare - r.times.update;
   const std::pair<const char*, double> rows[] = {
-      {"sampling", r.times.sampling}, {"decoding", r.times.decode},  {"reward", r.times.reward},
-      {"preparation", r.times.prepare}, {"update", r.times.update},
-      {"other (logging, buffers, progress)", other}};
+      {"sampling", r.times.sampling},   {"decoding", r.times.decode}, {"reward", r.times.reward},
+      {"preparation", r.times.prepare}, {"update", r.times.update},   {"other (logging, buffers, progress)", other}};
   for (const auto& [phase, seconds] : rows) {
-    std::snprintf(line, sizeof line, "  %-34s %10.4f %7.1f%%\n", phase, seconds, total > 0 ? 100 * seconds / total : 0.0);
+    std::snprintf(
+        line, sizeof line, "  %-34s %10.4f %7.1f%%\n", phase, seconds, total > 0 ? 100 * seconds / total : 0.0);
     s << line;
   }
   std::snprintf(line, sizeof line, "  %-34s %10.4f %7.1f%%\n", "epoch total", total, 100.0);
@@ -136,11 +137,13 @@ std::string format_bench_report(const BenchReport& r) {
   s << line;
   std::snprintf(line, sizeof line, "overhead ratio (epoch / bare loop): %.3f\n", r.overhead_ratio());
   s << line;
-  std::snprintf(line, sizeof line, "overhead ratio without decoding and reward ((epoch - decode - reward) / bare loop): %.3f\n",
-                r.overhead_ratio_without_reward());
+  std::snprintf(
+      line, sizeof line, "overhead ratio without decoding and reward ((epoch - decode - reward) / bare loop): %.3f\n",
+      r.overhead_ratio_without_reward());
   s << line;
-  std::snprintf(line, sizeof line, "device_seconds: %.4f (%s)\n", r.device_seconds,
-                c10::Device(r.device).is_cpu() ? "process CPU time, all threads" : "device wall time, synchronized");
+  std::snprintf(
+      line, sizeof line, "device_seconds: %.4f (%s)\n", r.device_seconds,
+      c10::Device(r.device).is_cpu() ? "process CPU time, all threads" : "device wall time, synchronized");
   s << line;
   return s.str();
 }

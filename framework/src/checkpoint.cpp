@@ -1,6 +1,7 @@
 #include "sdpo/checkpoint.h"
 
 #include <ATen/ATen.h>
+
 #include <boost/json.hpp>
 #include <filesystem>
 
@@ -15,8 +16,13 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 
 void checkpoint_save(
-    const std::string& dir, const Model& model, const Optimizer& optimizer, const Normalizer& normalizer,
-    const at::Generator& generator, const TrainingCounters& c, const std::vector<at::Tensor>& rank_rng_states) {
+    const std::string& dir,
+    const Model& model,
+    const Optimizer& optimizer,
+    const Normalizer& normalizer,
+    const at::Generator& generator,
+    const TrainingCounters& c,
+    const std::vector<at::Tensor>& rank_rng_states) {
   const fs::path final_dir(dir);
   const fs::path tmp = final_dir.string() + ".tmp";
   std::error_code ec;
@@ -24,12 +30,13 @@ void checkpoint_save(
   fs::create_directories(tmp);
   safetensors_save((tmp / "model.safetensors").string(), model.trainable_state_dict());
   safetensors_save((tmp / "optimizer.safetensors").string(), optimizer.state_dict());
-  json::object state{{"epoch", c.epoch},
-                     {"samples", c.samples},
-                     {"reward_queries", c.reward_queries},
-                     {"wall_seconds", c.wall_seconds},
-                     {"device_seconds", c.device_seconds},
-                     {"normalizer", normalizer.state()}};
+  json::object state{
+      {"epoch", c.epoch},
+      {"samples", c.samples},
+      {"reward_queries", c.reward_queries},
+      {"wall_seconds", c.wall_seconds},
+      {"device_seconds", c.device_seconds},
+      {"normalizer", normalizer.state()}};
   TensorMap trainer{{"rng_state", generator.get_state()}};
   for (std::size_t r = 1; r < rank_rng_states.size(); ++r) {
     trainer["rng_state.rank" + std::to_string(r)] = rank_rng_states[r];
@@ -50,7 +57,11 @@ void checkpoint_save(
 }
 
 TrainingCounters checkpoint_load(
-    const std::string& dir, Model& model, Optimizer* optimizer, Normalizer* normalizer, at::Generator* generator,
+    const std::string& dir,
+    Model& model,
+    Optimizer* optimizer,
+    Normalizer* normalizer,
+    at::Generator* generator,
     int rank) {
   if (!fs::is_directory(dir)) throw FileError(dir, "checkpoint folder not found");
   const std::string model_file = (fs::path(dir) / "model.safetensors").string();
@@ -79,8 +90,9 @@ TrainingCounters checkpoint_load(
     const std::string key = rank == 0 ? "rng_state" : "rng_state.rank" + std::to_string(rank);
     auto it = trainer.find(key);
     if (it == trainer.end()) {
-      throw FileError(f, "lacks the tensor '" + key + "'" +
-                             (rank == 0 ? "" : " (written by a run of fewer processes than this one)"));
+      throw FileError(
+          f,
+          "lacks the tensor '" + key + "'" + (rank == 0 ? "" : " (written by a run of fewer processes than this one)"));
     }
     generator->set_state(it->second);
   }

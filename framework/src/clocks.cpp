@@ -1,6 +1,7 @@
 #include "sdpo/clocks.h"
 
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+
 #include <ctime>
 
 namespace sdpo {
@@ -14,12 +15,10 @@ double process_cpu_seconds() {
 void synchronize_device(c10::Device device) {
   if (device.is_cpu()) return;
   const auto* impl = c10::impl::getDeviceGuardImpl(device.type());
-  impl->getStream(device.has_index() ? device : c10::Device(device.type(), impl->getDevice().index()))
-      .synchronize();
+  impl->getStream(device.has_index() ? device : c10::Device(device.type(), impl->getDevice().index())).synchronize();
 }
 
-DeviceClock::DeviceClock(c10::Device device, double start_seconds)
-    : device_(device), start_seconds_(start_seconds) {
+DeviceClock::DeviceClock(c10::Device device, double start_seconds) : device_(device), start_seconds_(start_seconds) {
   if (device_.is_cpu()) {
     cpu_origin_ = process_cpu_seconds();
   } else {

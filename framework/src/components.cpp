@@ -27,12 +27,14 @@ namespace {
 template <class Kind>
 std::shared_ptr<Kind> make(const ComponentConfig& c, const Manifest& m) {
   if (c.name.empty()) {
-    throw ManifestError(m.file, c.kind, std::string("missing section: name a ") + c.kind +
-                                            " as {\"name\": ..., \"options\": {...}}; registered: " + [&] {
-                                              std::string s;
-                                              for (const auto& n : Registry::global().names(c.kind)) s += (s.empty() ? "" : ", ") + n;
-                                              return s.empty() ? std::string("(none)") : s;
-                                            }());
+    throw ManifestError(
+        m.file, c.kind,
+        std::string("missing section: name a ") + c.kind +
+            " as {\"name\": ..., \"options\": {...}}; registered: " + [&] {
+              std::string s;
+              for (const auto& n : Registry::global().names(c.kind)) s += (s.empty() ? "" : ", ") + n;
+              return s.empty() ? std::string("(none)") : s;
+            }());
   }
   return Registry::global().create<Kind>(c);
 }

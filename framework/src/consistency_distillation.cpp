@@ -7,16 +7,17 @@
 
 namespace sdpo {
 
-LCDTimesteps lcd_timesteps(const at::Tensor& index, std::int64_t num_train_timesteps,
-                           std::int64_t original_inference_steps) {
-  TORCH_CHECK(original_inference_steps >= 1 && original_inference_steps <= num_train_timesteps,
-              "consistency distillation: original_inference_steps must be in [1, num_train_timesteps = ",
-              num_train_timesteps, "], got ", original_inference_steps);
+LCDTimesteps lcd_timesteps(
+    const at::Tensor& index, std::int64_t num_train_timesteps, std::int64_t original_inference_steps) {
+  TORCH_CHECK(
+      original_inference_steps >= 1 && original_inference_steps <= num_train_timesteps,
+      "consistency distillation: original_inference_steps must be in [1, num_train_timesteps = ", num_train_timesteps,
+      "], got ", original_inference_steps);
   TORCH_CHECK(index.dim() == 1, "consistency distillation: index must be (B,), got ", index.sizes());
   auto i = index.to(at::kLong);
-  TORCH_CHECK(i.numel() == 0 || (i.min().item<std::int64_t>() >= 0 &&
-                                 i.max().item<std::int64_t>() < original_inference_steps),
-              "consistency distillation: index must be in [0, ", original_inference_steps, ")");
+  TORCH_CHECK(
+      i.numel() == 0 || (i.min().item<std::int64_t>() >= 0 && i.max().item<std::int64_t>() < original_inference_steps),
+      "consistency distillation: index must be in [0, ", original_inference_steps, ")");
   // The LCM origin grid (models.md 8.2): [1..N] * k - 1. One teacher step spans k training
   // timesteps; below the first grid point the step lands on t = 0 (LCM's solver clamps there).
   const std::int64_t k = num_train_timesteps / original_inference_steps;
@@ -24,13 +25,19 @@ LCDTimesteps lcd_timesteps(const at::Tensor& index, std::int64_t num_train_times
   return {start, at::clamp_min(start - k, 0)};
 }
 
-at::Tensor lcd_teacher_step(const at::Tensor& alphas_cumprod, const at::Tensor& teacher_output,
-                            const LCDTimesteps& t, const at::Tensor& x, const std::string& prediction) {
-  TORCH_CHECK(x.dim() >= 2 && teacher_output.sizes() == x.sizes(), "consistency distillation: teacher output ",
-              teacher_output.sizes(), " does not match x ", x.sizes());
+at::Tensor lcd_teacher_step(
+    const at::Tensor& alphas_cumprod,
+    const at::Tensor& teacher_output,
+    const LCDTimesteps& t,
+    const at::Tensor& x,
+    const std::string& prediction) {
+  TORCH_CHECK(
+      x.dim() >= 2 && teacher_output.sizes() == x.sizes(), "consistency distillation: teacher output ",
+      teacher_output.sizes(), " does not match x ", x.sizes());
   const std::int64_t b = x.size(0);
-  TORCH_CHECK(t.start.sizes() == at::IntArrayRef{b} && t.target.sizes() == at::IntArrayRef{b},
-              "consistency distillation: timesteps must be (B,) with B = ", b);
+  TORCH_CHECK(
+      t.start.sizes() == at::IntArrayRef{b} && t.target.sizes() == at::IntArrayRef{b},
+      "consistency distillation: timesteps must be (B,) with B = ", b);
   std::vector<std::int64_t> bshape(static_cast<std::size_t>(x.dim()), 1);
   bshape[0] = b;
   auto ac = alphas_cumprod.to(x.device(), x.scalar_type());
@@ -49,8 +56,8 @@ at::Tensor lcd_teacher_step(const at::Tensor& alphas_cumprod, const at::Tensor& 
     x0 = teacher_output;
     eps = (x - a * x0) / s;
   } else {
-    throw Error("consistency distillation: prediction must be 'epsilon', 'v_prediction' or 'sample', got '" +
-                prediction + "'");
+    throw Error(
+        "consistency distillation: prediction must be 'epsilon', 'v_prediction' or 'sample', got '" + prediction + "'");
   }
   // DDIM with sigma = 0 (2.4 steps 5-7): the probability-flow ODE solver of LCD's Algorithm 1.
   return ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps;
@@ -70,13 +77,15 @@ at::Tensor consistency_loss(const at::Tensor& a, const at::Tensor& b, const std:
 
 void ema_update(const std::vector<at::Tensor>& target, const std::vector<at::Tensor>& online, double decay) {
   if (target.size() != online.size()) {
-    throw Error("EMA update: " + std::to_string(target.size()) + " target tensors but " +
-                std::to_string(online.size()) + " online ones");
+    throw Error(
+        "EMA update: " + std::to_string(target.size()) + " target tensors but " + std::to_string(online.size()) +
+        " online ones");
   }
   at::NoGradGuard no_grad;
   for (std::size_t i = 0; i < target.size(); ++i) {
-    TORCH_CHECK(target[i].sizes() == online[i].sizes(), "EMA update: tensor ", i, " has shape ",
-                target[i].sizes(), " in the target but ", online[i].sizes(), " online");
+    TORCH_CHECK(
+        target[i].sizes() == online[i].sizes(), "EMA update: tensor ", i, " has shape ", target[i].sizes(),
+        " in the target but ", online[i].sizes(), " online");
     // lerp_: target + (1 - decay) * (online - target) = decay * target + (1 - decay) * online.
     target[i].lerp_(online[i].to(target[i].dtype()), 1.0 - decay);
   }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "pretrain_support.h"
 #include "sdpo/consistency_distillation.h"
 #include "sdpo/ddim.h"
 #include "sdpo/error.h"
@@ -17,7 +18,6 @@
 #include "sdpo/registry.h"
 #include "sdpo/safetensors.h"
 #include "sdpo/text_encoder.h"
-#include "pretrain_support.h"
 
 namespace sdpo {
 namespace {
@@ -41,8 +41,8 @@ void run_consistency_distillation(const Manifest& m, std::ostream& log) {
   std::shared_ptr<TextEncoder> text_encoder = registry.create<TextEncoder>(m.text_encoder);
   std::shared_ptr<PromptSource> prompts = registry.create<PromptSource>(m.prompts);
   if (!prompts->has_labelled_data()) {
-    throw ManifestError(m.file, "prompts.name",
-                        "prompt source '" + m.prompts.name + "' has no labelled images to distill on");
+    throw ManifestError(
+        m.file, "prompts.name", "prompt source '" + m.prompts.name + "' has no labelled images to distill on");
   }
   for (Model* model : {teacher.get(), student.get(), target.get()}) model->to(device);
   text_encoder->to(device);
@@ -60,10 +60,9 @@ void run_consistency_distillation(const Manifest& m, std::ostream& log) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(p.seed));
 
   log << "pretrain: latent consistency distillation of model '" << m.model.name << "' ("
-      << detail::parameter_count(params) << " trainable parameters, predicts " << prediction << "), "
-      << p.steps << " steps at batch " << p.batch_size << ", lr " << p.learning_rate << ", N "
-      << p.original_inference_steps << ", EMA " << p.ema_decay << ", " << p.consistency_loss << " loss, device "
-      << device << std::endl;
+      << detail::parameter_count(params) << " trainable parameters, predicts " << prediction << "), " << p.steps
+      << " steps at batch " << p.batch_size << ", lr " << p.learning_rate << ", N " << p.original_inference_steps
+      << ", EMA " << p.ema_decay << ", " << p.consistency_loss << " loss, device " << device << std::endl;
 
   detail::PretrainProgress progress(p.steps, log);
   for (std::int64_t step = 0; step < p.steps; ++step) {
@@ -82,13 +81,15 @@ void run_consistency_distillation(const Manifest& m, std::ostream& log) {
       at::NoGradGuard no_grad;
       cond = text_encoder->encode(batch.prompts);
       at::Tensor x_prev = lcd_teacher_step(alphas_cumprod, teacher->forward(x, t.start, cond), t, x, prediction);
-      goal = lcm_consistency_output(alphas_cumprod, target->forward(x_prev, t.target, cond), t.target, x_prev,
-                                    p.timestep_scaling, kSigmaData, prediction)
+      goal = lcm_consistency_output(
+                 alphas_cumprod, target->forward(x_prev, t.target, cond), t.target, x_prev, p.timestep_scaling,
+                 kSigmaData, prediction)
                  .denoised;
     }
-    at::Tensor f = lcm_consistency_output(alphas_cumprod, student->forward(x, t.start, cond), t.start, x,
-                                          p.timestep_scaling, kSigmaData, prediction)
-                       .denoised;
+    at::Tensor f =
+        lcm_consistency_output(
+            alphas_cumprod, student->forward(x, t.start, cond), t.start, x, p.timestep_scaling, kSigmaData, prediction)
+            .denoised;
     at::Tensor loss = consistency_loss(f, goal, p.consistency_loss, p.huber_c);
     const double lr = optimizer.step(step, loss);
     ema_update(target_params, params, p.ema_decay);

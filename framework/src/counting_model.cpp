@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
 #include <chrono>
 
 #include "sdpo/clocks.h"
@@ -41,8 +42,8 @@ at::Tensor CountingModel::forward(const at::Tensor& x_t, const at::Tensor& t, co
   return out;
 }
 
-double replay_model_calls(Model& model, const ModelCallLog& log, const std::vector<ModelCall>& calls,
-                          c10::Device device) {
+double replay_model_calls(
+    Model& model, const ModelCallLog& log, const std::vector<ModelCall>& calls, c10::Device device) {
   if (calls.empty()) return 0;
   if (!log.x_t.defined()) throw Error("replay_model_calls: the log kept no inputs");
   synchronize_device(device);

@@ -2,6 +2,7 @@
 #include "data_parallel.h"
 
 #include <ATen/ATen.h>
+
 #include <unordered_map>
 
 #include "sdpo/distributed.h"
@@ -54,11 +55,12 @@ RolloutBuffer merge_rollouts(const std::vector<RolloutBuffer>& parts) {
   std::vector<std::vector<std::string>> prompts;
   for (const auto& p : parts) prompts.push_back(p.prompts);
   out.prompts = cat_prompts(prompts, paired);
-  for (auto f : {&RolloutBuffer::cond, &RolloutBuffer::timesteps, &RolloutBuffer::latents, &RolloutBuffer::next_latents,
-                 &RolloutBuffer::log_probs, &RolloutBuffer::pred_x0, &RolloutBuffer::query_steps,
-                 &RolloutBuffer::queried_rewards, &RolloutBuffer::similarities, &RolloutBuffer::anchor_step,
-                 &RolloutBuffer::final_rewards, &RolloutBuffer::dense_rewards, &RolloutBuffer::returns,
-                 &RolloutBuffer::advantages}) {
+  for (auto f :
+       {&RolloutBuffer::cond, &RolloutBuffer::timesteps, &RolloutBuffer::latents, &RolloutBuffer::next_latents,
+        &RolloutBuffer::log_probs, &RolloutBuffer::pred_x0, &RolloutBuffer::query_steps,
+        &RolloutBuffer::queried_rewards, &RolloutBuffer::similarities, &RolloutBuffer::anchor_step,
+        &RolloutBuffer::final_rewards, &RolloutBuffer::dense_rewards, &RolloutBuffer::returns,
+        &RolloutBuffer::advantages}) {
     out.*f = field(f);
   }
   return out;
@@ -70,7 +72,9 @@ GatheredRewards gather_rewards(const RolloutBuffer& local, const std::vector<std
   auto ids = at::empty({local.size()}, at::TensorOptions().dtype(at::kLong));
   for (std::int64_t i = 0; i < local.size(); ++i) {
     auto it = index.find(local.prompts[static_cast<std::size_t>(i)]);
-    if (it == index.end()) throw Error("gather_rewards: prompt '" + local.prompts[static_cast<std::size_t>(i)] + "' is not a training prompt");
+    if (it == index.end())
+      throw Error(
+          "gather_rewards: prompt '" + local.prompts[static_cast<std::size_t>(i)] + "' is not a training prompt");
     ids[i] = it->second;
   }
   GatheredRewards g;

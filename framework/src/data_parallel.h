@@ -10,6 +10,7 @@
 // how tests/integration/distributed_test.cpp compares the two.
 
 #include <ATen/core/Tensor.h>
+
 #include <string>
 #include <vector>
 

@@ -4,6 +4,7 @@
 #include "sdpo/ddim.h"
 
 #include <ATen/ATen.h>
+
 #include <cmath>
 
 #include "sdpo/error.h"
@@ -46,8 +47,12 @@ std::vector<std::int64_t> ddim_timesteps(const DDIMSchedule& s, std::int64_t n) 
 
 // 2.4 step 3, shared by the sampler's step and by training that regresses the predicted x0
 // (few-step distillation).
-DDIMPrediction ddim_prediction(const at::Tensor& alphas_cumprod, const at::Tensor& model_output,
-                               const at::Tensor& timestep, const at::Tensor& sample, const std::string& prediction) {
+DDIMPrediction ddim_prediction(
+    const at::Tensor& alphas_cumprod,
+    const at::Tensor& model_output,
+    const at::Tensor& timestep,
+    const at::Tensor& sample,
+    const std::string& prediction) {
   std::vector<int64_t> bshape(static_cast<size_t>(sample.dim()), 1);
   bshape[0] = sample.size(0);
   auto ab_t = alphas_cumprod.to(sample.device()).index_select(0, timestep.to(sample.device(), at::kLong));
@@ -72,10 +77,12 @@ DDIMStepResult ddim_step(
     const at::Tensor& prev_sample,
     c10::optional<at::Generator> generator) {
   const std::int64_t T = alphas_cumprod.size(0);
-  TORCH_CHECK(timestep.dim() == 1 && timestep.size(0) == sample.size(0),
-              "DDIM step: timestep must be (B,) with B = ", sample.size(0), ", got ", timestep.sizes());
-  TORCH_CHECK(model_output.sizes() == sample.sizes(), "DDIM step: model output ", model_output.sizes(),
-              " does not match sample ", sample.sizes());
+  TORCH_CHECK(
+      timestep.dim() == 1 && timestep.size(0) == sample.size(0),
+      "DDIM step: timestep must be (B,) with B = ", sample.size(0), ", got ", timestep.sizes());
+  TORCH_CHECK(
+      model_output.sizes() == sample.sizes(), "DDIM step: model output ", model_output.sizes(),
+      " does not match sample ", sample.sizes());
   auto ac = alphas_cumprod.to(sample.device());
   auto t = timestep.to(sample.device(), at::kLong);
   // 2.4 step 1-2: t_prev = t - T // n, clamped to [0, T-1] *before* the >= 0 test, so
@@ -117,8 +124,7 @@ DDIMStepResult ddim_step(
     log_prob = at::zeros({sample.size(0)}, sample.options());
   } else {
     // 2.4 step 9: Gaussian log-density of the detached transition, averaged over non-batch dims.
-    auto lp = -(prev.detach() - mean).pow(2) / (2 * std_dev.pow(2)) - std_dev.log() -
-              std::log(std::sqrt(2 * M_PI));
+    auto lp = -(prev.detach() - mean).pow(2) / (2 * std_dev.pow(2)) - std_dev.log() - std::log(std::sqrt(2 * M_PI));
     std::vector<int64_t> dims;
     for (int64_t d = 1; d < sample.dim(); ++d) dims.push_back(d);
     log_prob = lp.mean(dims);

@@ -9,8 +9,8 @@ namespace sdpo {
 namespace {
 
 at::Tensor as_rows(const at::Tensor& t, const char* who) {
-  TORCH_CHECK(t.defined() && t.dim() == 2, who, ": expected (N, T) rewards, got ",
-              t.defined() ? t.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(
+      t.defined() && t.dim() == 2, who, ": expected (N, T) rewards, got ", t.defined() ? t.sizes() : at::IntArrayRef{});
   TORCH_CHECK(t.is_floating_point(), who, ": expected floating-point rewards, got ", t.scalar_type());
   return t.detach().to(at::kCPU, at::kDouble);
 }

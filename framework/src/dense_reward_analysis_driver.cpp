@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -103,8 +104,9 @@ DenseRewardAnalysis analyze_dense_rewards(const Manifest& m, const DenseRewardAn
     throw ManifestError(m.file, "reward", "the dense-reward analysis needs a reward: name one as {\"name\": ...}");
   }
   if (options.trajectories < 0) {
-    throw Error("analyze dense-rewards: --trajectories must be >= 0 (0: one training epoch's worth), got " +
-                std::to_string(options.trajectories));
+    throw Error(
+        "analyze dense-rewards: --trajectories must be >= 0 (0: one training epoch's worth), got " +
+        std::to_string(options.trajectories));
   }
   Components c = build_components(m, ComponentSet::kSampling);  // loads the plugins too
   const c10::Device device(m.device);
@@ -159,16 +161,19 @@ DenseRewardAnalysis analyze_dense_rewards(const Manifest& m, const DenseRewardAn
 
     for (std::size_t p = 0; p < predictors.size(); ++p) {
       QueryPlan plan = predictors[p]->plan(tr.pred_x0, plan_gen);
-      TORCH_CHECK(plan.steps.defined() && plan.steps.dim() == 2 && plan.steps.size(0) == b,
-                  "dense_reward '", names[p], "': plan() must return (N, Q) steps");
+      TORCH_CHECK(
+          plan.steps.defined() && plan.steps.dim() == 2 && plan.steps.size(0) == b, "dense_reward '", names[p],
+          "': plan() must return (N, Q) steps");
       auto steps = plan.steps.to(at::kCPU, at::kLong);
-      TORCH_CHECK(steps.numel() == 0 || (steps.min().item<std::int64_t>() >= 0 && steps.max().item<std::int64_t>() < T),
-                  "dense_reward '", names[p], "': planned steps outside [0, ", T, ")");
+      TORCH_CHECK(
+          steps.numel() == 0 || (steps.min().item<std::int64_t>() >= 0 && steps.max().item<std::int64_t>() < T),
+          "dense_reward '", names[p], "': planned steps outside [0, ", T, ")");
       // The exact rewards it asked for, taken from the target: no extra reward calls.
       auto queried = target.gather(1, steps).to(tr.pred_x0.device());
       auto dense = predictors[p]->predict(plan, queried).to(at::kCPU, at::kFloat);
-      TORCH_CHECK(dense.dim() == 2 && dense.size(0) == b && dense.size(1) == T, "dense_reward '", names[p],
-                  "': predict() must return (N, T) = (", b, ", ", T, "), got ", dense.sizes());
+      TORCH_CHECK(
+          dense.dim() == 2 && dense.size(0) == b && dense.size(1) == T, "dense_reward '", names[p],
+          "': predict() must return (N, T) = (", b, ", ", T, "), got ", dense.sizes());
       check_finite(dense, "dense_reward '" + names[p] + "'");
       dense_parts[p].push_back(dense);
       queries[p] = steps.size(1);
@@ -203,21 +208,22 @@ DenseRewardAnalysis analyze_dense_rewards(const Manifest& m, const DenseRewardAn
 
 std::string format_dense_reward_analysis(const DenseRewardAnalysis& a) {
   std::ostringstream s;
-  s << "dense-reward predictors vs the target (every step queried): reward '" << a.reward << "', "
-    << a.trajectories << " trajectories of T = " << a.steps << " steps\n"
+  s << "dense-reward predictors vs the target (every step queried): reward '" << a.reward << "', " << a.trajectories
+    << " trajectories of T = " << a.steps << " steps\n"
     << "each trajectory's rewards z-scored over its steps (constant -> zeros); cosine: mean over trajectories;\n"
     << "L1, L2: per-trajectory distances summed over trajectories; L2 pooled: sqrt of the summed squared L2\n\n";
   std::size_t width = 9;  // "predictor"
   for (const auto& r : a.rows) width = std::max(width, r.predictor.size());
-  s << std::left << std::setw(static_cast<int>(width)) << "predictor" << std::right << std::setw(14)
-    << "queries/traj" << std::setw(14) << "cosine mean" << std::setw(14) << "L1 sum" << std::setw(14) << "L2 sum"
-    << std::setw(14) << "L2 pooled" << "\n";
+  s << std::left << std::setw(static_cast<int>(width)) << "predictor" << std::right << std::setw(14) << "queries/traj"
+    << std::setw(14) << "cosine mean" << std::setw(14) << "L1 sum" << std::setw(14) << "L2 sum" << std::setw(14)
+    << "L2 pooled"
+    << "\n";
   for (const auto& r : a.rows) {
     const auto& c = r.comparison;
     s << std::left << std::setw(static_cast<int>(width)) << r.predictor << std::right << std::setw(14)
       << r.queries_per_trajectory << std::fixed << std::setprecision(4) << std::setw(14) << c.cosine_mean
-      << std::setprecision(3) << std::setw(14) << c.l1_sum << std::setw(14) << c.l2_sum << std::setw(14)
-      << c.l2_pooled << "\n";
+      << std::setprecision(3) << std::setw(14) << c.l1_sum << std::setw(14) << c.l2_sum << std::setw(14) << c.l2_pooled
+      << "\n";
     s.unsetf(std::ios::fixed);
   }
   return s.str();

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/csrc/api/include/torch/version.h>
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -48,8 +49,8 @@ int env_int(const char* name, int fallback, int world_size_for_errors) {
     if (used != std::string(v).size()) throw std::invalid_argument(v);
     return x;
   } catch (const std::exception&) {
-    throw DistributedError(0, world_size_for_errors, "environment",
-                           std::string(name) + " must be an integer, got '" + v + "'");
+    throw DistributedError(
+        0, world_size_for_errors, "environment", std::string(name) + " must be an integer, got '" + v + "'");
   }
 }
 
@@ -58,9 +59,7 @@ std::string env_str(const char* name, const std::string& fallback) {
   return v == nullptr || *v == '\0' ? fallback : std::string(v);
 }
 
-bool is_loopback(const std::string& addr) {
-  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
-}
+bool is_loopback(const std::string& addr) { return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1"; }
 
 std::string seconds_text(std::chrono::milliseconds ms) {
   std::string s = std::to_string(static_cast<double>(ms.count()) / 1000.0);
@@ -119,7 +118,8 @@ DistributedOptions DistributedOptions::from_env(c10::Device device) {
   o.master_addr = env_str("MASTER_ADDR", "127.0.0.1");
   o.master_port = env_int("MASTER_PORT", 29500, n);
   if (o.master_port <= 0 || o.master_port > 65535) {
-    throw DistributedError(o.rank, n, "environment", "MASTER_PORT must be a TCP port, got " + std::to_string(o.master_port));
+    throw DistributedError(
+        o.rank, n, "environment", "MASTER_PORT must be a TCP port, got " + std::to_string(o.master_port));
   }
   const char* t = std::getenv("SDPO_DIST_TIMEOUT");
   if (t != nullptr && *t != '\0') {
@@ -129,7 +129,9 @@ DistributedOptions DistributedOptions::from_env(c10::Device device) {
     } catch (const std::exception&) {
       s = -1;
     }
-    if (!(s > 0)) throw DistributedError(o.rank, n, "environment", std::string("SDPO_DIST_TIMEOUT must be seconds > 0, got '") + t + "'");
+    if (!(s > 0))
+      throw DistributedError(
+          o.rank, n, "environment", std::string("SDPO_DIST_TIMEOUT must be seconds > 0, got '") + t + "'");
     o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000));
   }
   o.backend = env_str("SDPO_DIST_BACKEND", "");
@@ -138,9 +140,9 @@ DistributedOptions DistributedOptions::from_env(c10::Device device) {
 
 struct Distributed::Impl {
   DistributedOptions o;
-  c10::intrusive_ptr<c10d::Store> store;      // the main thread's connection
+  c10::intrusive_ptr<c10d::Store> store;  // the main thread's connection
   c10::intrusive_ptr<Group> group;
-  c10::Device comm_device{c10::kCPU};         // where the backend wants its tensors
+  c10::Device comm_device{c10::kCPU};  // where the backend wants its tensors
   // The heartbeat: its own store connection (a TCPStore client is one socket, not thread-safe).
   c10::intrusive_ptr<c10d::Store> beat_store;
   std::thread beat_thread;
@@ -164,11 +166,11 @@ struct Distributed::Impl {
       return c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
     } catch (const std::exception& e) {
       const std::string where = o.master_addr + ":" + std::to_string(o.master_port);
-      fail("rendezvous", server ? "cannot serve the TCPStore on " + where + " (port in use? set MASTER_PORT): " +
-                                      cause_of(e)
-                                : "cannot reach the TCPStore that rank 0 serves on " + where + " within " +
-                                      seconds_text(o.timeout) + " (is rank 0 running? MASTER_ADDR/MASTER_PORT): " +
-                                      cause_of(e));
+      fail(
+          "rendezvous",
+          server ? "cannot serve the TCPStore on " + where + " (port in use? set MASTER_PORT): " + cause_of(e)
+                 : "cannot reach the TCPStore that rank 0 serves on " + where + " within " + seconds_text(o.timeout) +
+                       " (is rank 0 running? MASTER_ADDR/MASTER_PORT): " + cause_of(e));
     }
   }
 
@@ -184,8 +186,9 @@ struct Distributed::Impl {
       }
       if (missing.empty()) return;
       if (std::chrono::steady_clock::now() > deadline) {
-        fail("rendezvous", rank_list(missing) + " did not join within " + seconds_text(o.timeout) + " (TCPStore " +
-                               o.master_addr + ":" + std::to_string(o.master_port) + ")");
+        fail(
+            "rendezvous", rank_list(missing) + " did not join within " + seconds_text(o.timeout) + " (TCPStore " +
+                              o.master_addr + ":" + std::to_string(o.master_port) + ")");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -293,11 +296,14 @@ Distributed::Distributed(const DistributedOptions& options) : impl_(std::make_un
 #endif
   }
   s.o.backend = backend;
-  if (backend != "gloo" && backend != "nccl") s.fail("environment", "SDPO_DIST_BACKEND must be gloo or nccl, got '" + backend + "'");
+  if (backend != "gloo" && backend != "nccl")
+    s.fail("environment", "SDPO_DIST_BACKEND must be gloo or nccl, got '" + backend + "'");
 #ifndef SDPO_HAVE_NCCL
   if (backend == "nccl") {
-    s.fail("environment", "this build has no ProcessGroupNCCL (a CPU libtorch, or NCCL's headers were not found at "
-                          "configure time); use SDPO_DIST_BACKEND=gloo");
+    s.fail(
+        "environment",
+        "this build has no ProcessGroupNCCL (a CPU libtorch, or NCCL's headers were not found at "
+        "configure time); use SDPO_DIST_BACKEND=gloo");
   }
 #endif
   s.store = s.connect_store(s.o.rank == 0);

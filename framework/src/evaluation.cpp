@@ -18,8 +18,11 @@
 namespace sdpo {
 
 at::Tensor generate_images(
-    Components& c, const std::vector<std::string>& prompts, const std::vector<std::int64_t>& seeds,
-    std::int64_t steps, c10::Device device) {
+    Components& c,
+    const std::vector<std::string>& prompts,
+    const std::vector<std::int64_t>& seeds,
+    std::int64_t steps,
+    c10::Device device) {
   TORCH_CHECK(prompts.size() == seeds.size(), "generate_images: one seed per prompt");
   at::NoGradGuard no_grad;
   const auto shape = c.model->latent_shape();
@@ -38,7 +41,8 @@ at::Tensor generate_images(
   for (std::size_t start = 0; start < prompts.size(); start += chunk) {
     std::size_t end = std::min(prompts.size(), start + chunk);
     std::vector<std::string> p(prompts.begin() + static_cast<long>(start), prompts.begin() + static_cast<long>(end));
-    auto x_T = at::cat(std::vector<at::Tensor>(noise.begin() + static_cast<long>(start), noise.begin() + static_cast<long>(end)), 0);
+    auto x_T = at::cat(
+        std::vector<at::Tensor>(noise.begin() + static_cast<long>(start), noise.begin() + static_cast<long>(end)), 0);
     auto cond = c.text_encoder->encode(p);
     auto tr = sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), steps, step_gen, false);
     images.push_back(c.decoder->decode(tr.pred_x0.select(1, tr.pred_x0.size(1) - 1)));
@@ -52,10 +56,11 @@ std::vector<std::string> evaluation_prompts(const Manifest& m, const Components&
                                  : e.prompt_set == "unseen" ? c.prompts->unseen_prompts()
                                                             : c.prompts->eval_prompts();
   if (set.empty()) {
-    throw ManifestError(m.file, "eval.prompt_set",
-                        "prompt source '" + m.prompts.name + "' has no \"" + e.prompt_set + "\" prompts");
+    throw ManifestError(
+        m.file, "eval.prompt_set", "prompt source '" + m.prompts.name + "' has no \"" + e.prompt_set + "\" prompts");
   }
-  if (e.max_prompts > 0 && static_cast<std::int64_t>(set.size()) > e.max_prompts) set.resize(static_cast<size_t>(e.max_prompts));
+  if (e.max_prompts > 0 && static_cast<std::int64_t>(set.size()) > e.max_prompts)
+    set.resize(static_cast<size_t>(e.max_prompts));
   return set;
 }
 
@@ -97,10 +102,11 @@ EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device, 
     if (dist) {
       scores = at::cat(dist->all_gather(scores.reshape({-1}), "evaluation rewards"), 0);
       // Images travel flat (a rank may hold none, and then knows no image shape).
-      const auto mine = static_cast<std::int64_t>(grid_rows > static_cast<std::int64_t>(rank)
-                                                       ? (static_cast<std::size_t>(grid_rows) - rank + world - 1) / world
-                                                       : 0);
-      at::Tensor flat = mine > 0 ? images.slice(0, 0, mine).to(at::kFloat).cpu().reshape({-1}) : at::empty({0}, at::kFloat);
+      const auto mine = static_cast<std::int64_t>(
+          grid_rows > static_cast<std::int64_t>(rank) ? (static_cast<std::size_t>(grid_rows) - rank + world - 1) / world
+                                                      : 0);
+      at::Tensor flat =
+          mine > 0 ? images.slice(0, 0, mine).to(at::kFloat).cpu().reshape({-1}) : at::empty({0}, at::kFloat);
       auto parts = dist->all_gather(flat, "evaluation images");
       if (dist->is_main()) {
         auto shape = images.sizes().vec();  // rank 0 holds image 0
@@ -116,8 +122,9 @@ EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device, 
       grid_part = images.slice(0, 0, grid_rows).cpu();
     }
     if (!at::isfinite(scores).all().item<bool>()) {
-      throw NumericError("reward '" + m.reward.name + "' produced NaN or Inf during evaluation at " +
-                         std::to_string(steps) + " steps");
+      throw NumericError(
+          "reward '" + m.reward.name + "' produced NaN or Inf during evaluation at " + std::to_string(steps) +
+          " steps");
     }
     r.per_steps[steps] = {scores.mean().item<double>(), scores.std(false).item<double>(), scores.size(0)};
     if (grid_part.defined()) columns.push_back(grid_part);

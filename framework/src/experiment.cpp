@@ -131,8 +131,9 @@ std::vector<std::pair<std::string, json::array>> read_grid(const json::value& v,
     std::set<std::string> labels;
     for (const auto& x : kv.value().as_array()) {
       if (!labels.insert(value_label(x)).second) {
-        throw ManifestError(file, where, "the value " + json::serialize(x) +
-                                             " is given twice (or names the same run folder as another value)");
+        throw ManifestError(
+            file, where,
+            "the value " + json::serialize(x) + " is given twice (or names the same run folder as another value)");
       }
     }
     grid.emplace_back(key, kv.value().as_array());
@@ -153,7 +154,8 @@ std::vector<Variant> read_variants(const json::value& v, const std::string& file
     if (!r.is_object()) throw ManifestError(file, where, "expected an object {\"name\": ..., \"set\": {...}}");
     for (const auto& kv : r.as_object()) {
       if (kv.key() != "name" && kv.key() != "set" && kv.key() != "base") {
-        throw ManifestError(file, where + "." + std::string(kv.key()), "unknown key; expected 'name', 'set' and 'base'");
+        throw ManifestError(
+            file, where + "." + std::string(kv.key()), "unknown key; expected 'name', 'set' and 'base'");
       }
     }
     const json::value* name = r.as_object().if_contains("name");
@@ -163,14 +165,18 @@ std::vector<Variant> read_variants(const json::value& v, const std::string& file
     Variant var;
     var.name = std::string(name->as_string());
     if (!folder_safe(var.name)) {
-      throw ManifestError(file, where + ".name", "'" + var.name + "': use at most 40 letters, digits and ._+-= "
-                                                 "(no \"__\"; it names the run folders)");
+      throw ManifestError(
+          file, where + ".name",
+          "'" + var.name +
+              "': use at most 40 letters, digits and ._+-= "
+              "(no \"__\"; it names the run folders)");
     }
     if (!names.insert(var.name).second) throw ManifestError(file, where + ".name", "'" + var.name + "' is given twice");
     if (const auto* s = r.as_object().if_contains("set")) var.set = read_set(*s, file, where + ".set");
     if (const auto* b = r.as_object().if_contains("base")) var.base = read_base(*b, file, where + ".base");
     if (!var.base && !has_base) {
-      throw ManifestError(file, where + ".base", "no run manifest to start from: give \"base\" here or at the top level");
+      throw ManifestError(
+          file, where + ".base", "no run manifest to start from: give \"base\" here or at the top level");
     }
     variants.push_back(std::move(var));
   }
@@ -179,18 +185,20 @@ std::vector<Variant> read_variants(const json::value& v, const std::string& file
 
 }  // namespace
 
-Experiment Experiment::load(const std::string& path, const std::vector<std::string>& overrides,
-                            const std::string& output_dir) {
+Experiment Experiment::load(
+    const std::string& path, const std::vector<std::string>& overrides, const std::string& output_dir) {
   const json::value doc = json_parse_file(path);
   if (!doc.is_object()) throw ManifestError(path, "", "expected a JSON object at the top level");
   const json::object& root = doc.as_object();
   // "plots" belongs to experiments/plot.py (the figures of the experiment); it is not read here.
-  static const std::vector<std::string> known = {"name", "description", "base", "set", "grid", "runs", "output", "plots"};
+  static const std::vector<std::string> known = {"name", "description", "base",   "set",
+                                                 "grid", "runs",        "output", "plots"};
   for (const auto& kv : root) {
     if (std::find(known.begin(), known.end(), std::string(kv.key())) == known.end()) {
       std::string list;
       for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      throw ManifestError(path, std::string(kv.key()), "unknown key in an experiment manifest; expected one of: " + list);
+      throw ManifestError(
+          path, std::string(kv.key()), "unknown key in an experiment manifest; expected one of: " + list);
     }
   }
   Experiment e;
@@ -211,15 +219,18 @@ Experiment Experiment::load(const std::string& path, const std::vector<std::stri
   std::vector<Variant> variants{Variant{}};  // without "runs": one unnamed variant
   if (const auto* v = root.if_contains("runs")) variants = read_variants(*v, path, base.has_value());
   if (!base && !root.contains("runs")) {
-    throw ManifestError(path, "base", "expected the run manifest every run starts from: a path (relative to this "
-                                      "file) or an inline object");
+    throw ManifestError(
+        path, "base",
+        "expected the run manifest every run starts from: a path (relative to this "
+        "file) or an inline object");
   }
 
   e.output_dir = (fs::path("runs") / e.name).string();
   if (const auto* v = root.if_contains("output")) {
     if (!v->is_object()) throw ManifestError(path, "output", "expected an object {\"dir\": ...}");
     for (const auto& kv : v->as_object()) {
-      if (kv.key() != "dir") throw ManifestError(path, "output." + std::string(kv.key()), "unknown key; expected 'dir'");
+      if (kv.key() != "dir")
+        throw ManifestError(path, "output." + std::string(kv.key()), "unknown key; expected 'dir'");
       if (!kv.value().is_string() || kv.value().as_string().empty()) {
         throw ManifestError(path, "output.dir", "expected a folder path");
       }
@@ -251,8 +262,10 @@ Experiment Experiment::load(const std::string& path, const std::vector<std::stri
       if (run.name.empty()) run.name = "base";
       auto [it, fresh] = seen.emplace(run.name, json::serialize(run.settings));
       if (!fresh) {
-        throw ManifestError(path, "grid", "two runs would share the folder name '" + run.name + "' (" + it->second +
-                                              " and " + json::serialize(run.settings) + "); make the values distinct");
+        throw ManifestError(
+            path, "grid",
+            "two runs would share the folder name '" + run.name + "' (" + it->second + " and " +
+                json::serialize(run.settings) + "); make the values distinct");
       }
       run.dir = (fs::path(e.output_dir) / run.name).string();
 
@@ -264,8 +277,8 @@ Experiment Experiment::load(const std::string& path, const std::vector<std::stri
       sets.push_back(override_of("name", json::string(run.name)));
       sets.push_back(override_of("output.dir", json::string(e.output_dir)));
       const Base& from = var.base ? *var.base : *base;
-      run.manifest = Manifest::parse(json::serialize(from.manifest), path + " (run " + run.name + "; base " + from.from + ")",
-                                     sets);
+      run.manifest = Manifest::parse(
+          json::serialize(from.manifest), path + " (run " + run.name + "; base " + from.from + ")", sets);
       e.runs.push_back(std::move(run));
     }
   }

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -85,16 +85,17 @@ std::int64_t units_left(const RunCost& c, const RunRecord& r) {
 }
 
 json::object to_json(const RunRecord& r) {
-  json::object o{{"name", r.name},
-                 {"variant", r.variant},
-                 {"settings", r.settings},
-                 {"folder", r.folder},
-                 {"state", r.state},
-                 {"epochs", r.epochs},
-                 {"epochs_done", r.epochs_done},
-                 {"resume_from", r.resume_from},
-                 {"wall_seconds", r.wall_seconds},
-                 {"updated_at", r.updated_at}};
+  json::object o{
+      {"name", r.name},
+      {"variant", r.variant},
+      {"settings", r.settings},
+      {"folder", r.folder},
+      {"state", r.state},
+      {"epochs", r.epochs},
+      {"epochs_done", r.epochs_done},
+      {"resume_from", r.resume_from},
+      {"wall_seconds", r.wall_seconds},
+      {"updated_at", r.updated_at}};
   if (!r.error.empty()) o["error"] = r.error;
   return o;
 }
@@ -103,12 +104,8 @@ json::object to_json(const RunRecord& r) {
 void write_index(const Experiment& e, const ExperimentReport& rep) {
   json::array runs;
   for (const auto& r : rep.runs) runs.push_back(to_json(r));
-  json::object root{{"experiment", e.name},
-                    {"file", e.file},
-                    {"description", e.description},
-                    {"output_dir", e.output_dir},
-                    {"updated_at", now_iso()},
-                    {"runs", std::move(runs)}};
+  json::object root{{"experiment", e.name},       {"file", e.file},          {"description", e.description},
+                    {"output_dir", e.output_dir}, {"updated_at", now_iso()}, {"runs", std::move(runs)}};
   const std::string tmp = rep.index_path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
@@ -132,8 +129,8 @@ std::map<std::string, json::object> previous_index(const std::string& index_path
       out[std::string(r.at("name").as_string())] = r.as_object();
     }
   } catch (const std::exception& ex) {
-    std::fprintf(stderr, "warning: %s: unreadable (%s); rebuilding it from the run folders\n", index_path.c_str(),
-                 ex.what());
+    std::fprintf(
+        stderr, "warning: %s: unreadable (%s); rebuilding it from the run folders\n", index_path.c_str(), ex.what());
     out.clear();
   }
   return out;
@@ -141,8 +138,8 @@ std::map<std::string, json::object> previous_index(const std::string& index_path
 
 // A run's record from its folder: complete, pending (not started, or resumable), or failed
 // (an earlier failure, or a folder holding a run of other settings).
-RunRecord record_from_disk(const ExperimentRun& run, const std::map<std::string, json::object>& previous,
-                           RunFolderStatus& status) {
+RunRecord record_from_disk(
+    const ExperimentRun& run, const std::map<std::string, json::object>& previous, RunFolderStatus& status) {
   RunRecord r;
   r.name = run.name;
   r.variant = run.variant;
@@ -193,8 +190,8 @@ struct Timing {
   std::string basis;
 };
 
-std::vector<Timing> timings(const Experiment& e, const std::vector<RunCost>& costs,
-                            const std::vector<RunFolderStatus>& status) {
+std::vector<Timing> timings(
+    const Experiment& e, const std::vector<RunCost>& costs, const std::vector<RunFolderStatus>& status) {
   std::vector<Timing> own(e.runs.size());
   for (std::size_t i = 0; i < e.runs.size(); ++i) {
     if (status[i].epochs_logged > 0 && status[i].wall_seconds > 0) {
@@ -218,15 +215,21 @@ std::string with_commas(std::int64_t n) {
   return s;
 }
 
-void print_dry_run(const Experiment& e, const ExperimentOptions& o, const ExperimentReport& rep,
-                   const std::vector<std::size_t>& chosen, const std::vector<RunCost>& costs,
-                   const std::vector<Timing>& time, std::ostream& out) {
+void print_dry_run(
+    const Experiment& e,
+    const ExperimentOptions& o,
+    const ExperimentReport& rep,
+    const std::vector<std::size_t>& chosen,
+    const std::vector<RunCost>& costs,
+    const std::vector<Timing>& time,
+    std::ostream& out) {
   out << "experiment " << e.name << " (" << e.file << "): " << e.runs.size() << " runs";
   if (!o.only.empty()) out << ", " << chosen.size() << " matching '" << o.only << "'";
   out << "; folder " << e.output_dir << "\n";
   char line[256];
-  std::snprintf(line, sizeof line, "  %3s  %-8s  %7s  %16s  %9s  %s\n", "#", "state", "epochs", "image-steps left",
-                "time left", "run");
+  std::snprintf(
+      line, sizeof line, "  %3s  %-8s  %7s  %16s  %9s  %s\n", "#", "state", "epochs", "image-steps left", "time left",
+      "run");
   out << line;
   std::int64_t total_units = 0, timed = 0, untimed = 0;
   double total_seconds = 0;
@@ -247,7 +250,8 @@ void print_dry_run(const Experiment& e, const ExperimentOptions& o, const Experi
         left = "?";
         ++untimed;
       }
-      if (r.resume_from > 0) note += std::string(note.empty() ? "" : "; ") + "resumes at epoch " + std::to_string(r.resume_from);
+      if (r.resume_from > 0)
+        note += std::string(note.empty() ? "" : "; ") + "resumes at epoch " + std::to_string(r.resume_from);
     }
     if (r.state == "failed") {
       // The first line, shortened: the whole error is in index.json.
@@ -256,8 +260,9 @@ void print_dry_run(const Experiment& e, const ExperimentOptions& o, const Experi
       note += std::string(note.empty() ? "" : "; ") + "failed: " + error;
     }
     const std::string epochs = std::to_string(r.epochs_done) + "/" + std::to_string(r.epochs);
-    std::snprintf(line, sizeof line, "  %3zu  %-8s  %7s  %16s  %9s  ", k + 1, r.state.c_str(), epochs.c_str(),
-                  with_commas(units).c_str(), left.c_str());
+    std::snprintf(
+        line, sizeof line, "  %3zu  %-8s  %7s  %16s  %9s  ", k + 1, r.state.c_str(), epochs.c_str(),
+        with_commas(units).c_str(), left.c_str());
     out << line << r.name << (note.empty() ? "" : "  (" + note + ")") << "\n";
   }
   out << "cost: " << with_commas(total_units)
@@ -271,7 +276,8 @@ void print_dry_run(const Experiment& e, const ExperimentOptions& o, const Experi
   } else {
     out << "no estimate: no run with the same algorithm, images per epoch and T has logged an epoch yet";
   }
-  if (timed > 0 && untimed > 0) out << "; " << untimed << " run" << (untimed > 1 ? "s have" : " has") << " no estimate yet";
+  if (timed > 0 && untimed > 0)
+    out << "; " << untimed << " run" << (untimed > 1 ? "s have" : " has") << " no estimate yet";
   out << "\n";
 }
 
@@ -301,9 +307,7 @@ class OutputLock {
 struct Clock {
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   double units_done = 0;
-  double seconds() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
 };
 
 }  // namespace
@@ -349,9 +353,10 @@ ExperimentReport run_experiment(const Experiment& e, const ExperimentOptions& o,
     rec.error.clear();
     rec.updated_at = now_iso();
     write_index(e, rep);
-    print_status(o.progress, tag + (rec.resume_from > 0 ? ": resuming from epoch " + std::to_string(rec.resume_from) +
-                                                              " of " + std::to_string(rec.epochs)
-                                                        : ": starting, " + std::to_string(rec.epochs) + " epochs"));
+    print_status(
+        o.progress, tag + (rec.resume_from > 0 ? ": resuming from epoch " + std::to_string(rec.resume_from) + " of " +
+                                                     std::to_string(rec.epochs)
+                                               : ": starting, " + std::to_string(rec.epochs) + " epochs"));
     const auto run_start = std::chrono::steady_clock::now();
     std::int64_t first_epoch = -1;
     const double units_per_epoch = static_cast<double>(costs[chosen[k]].images_per_epoch) * costs[chosen[k]].steps;
@@ -376,8 +381,9 @@ ExperimentReport run_experiment(const Experiment& e, const ExperimentOptions& o,
           later_units += static_cast<double>(units_left(costs[chosen[j]], rep.runs[chosen[j]]));
         }
         const double all_left = run_left + later_units * clock.seconds() / clock.units_done;
-        print_status(o.progress, tag + " epoch " + std::to_string(c.epoch) + "/" + std::to_string(rec.epochs) + ", ~" +
-                                     format_duration(run_left) + " left (all runs ~" + format_duration(all_left) + ")");
+        print_status(
+            o.progress, tag + " epoch " + std::to_string(c.epoch) + "/" + std::to_string(rec.epochs) + ", ~" +
+                            format_duration(run_left) + " left (all runs ~" + format_duration(all_left) + ")");
         if (o.on_epoch) o.on_epoch(run, c);
       };
       Trainer trainer(run.manifest, to);

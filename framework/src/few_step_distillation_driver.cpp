@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "pretrain_support.h"
 #include "sdpo/ddim.h"
 #include "sdpo/error.h"
 #include "sdpo/few_step_distillation.h"
@@ -16,7 +17,6 @@
 #include "sdpo/registry.h"
 #include "sdpo/safetensors.h"
 #include "sdpo/text_encoder.h"
-#include "pretrain_support.h"
 
 namespace sdpo {
 namespace {
@@ -29,23 +29,30 @@ struct TeacherTargets {
   at::Tensor x0;         ///< (D, C, H, W) in [-1, 1]
 };
 
-TeacherTargets teacher_trajectories(Model& teacher, const at::Tensor& alphas_cumprod,
-                                    const std::vector<std::int64_t>& grid, const std::vector<std::int64_t>& positions,
-                                    at::Tensor x, const at::Tensor& cond, const std::string& prediction) {
+TeacherTargets teacher_trajectories(
+    Model& teacher,
+    const at::Tensor& alphas_cumprod,
+    const std::vector<std::int64_t>& grid,
+    const std::vector<std::int64_t>& positions,
+    at::Tensor x,
+    const at::Tensor& cond,
+    const std::string& prediction) {
   at::NoGradGuard no_grad;
   const std::int64_t d = x.size(0);
   const auto steps = static_cast<std::int64_t>(grid.size());
   std::vector<at::Tensor> states, timesteps;
   std::size_t next = 0;
   for (std::int64_t k = 0; k < steps; ++k) {
-    const at::Tensor t = at::full({d}, grid[static_cast<std::size_t>(k)], at::TensorOptions().dtype(at::kLong).device(x.device()));
+    const at::Tensor t =
+        at::full({d}, grid[static_cast<std::size_t>(k)], at::TensorOptions().dtype(at::kLong).device(x.device()));
     if (next < positions.size() && positions[next] == k) {
       states.push_back(x);
       timesteps.push_back(t);
       ++next;
     }
-    x = ddim_step(alphas_cumprod, teacher.forward(x, t, cond), t, x, steps, /*eta=*/0.0, prediction, at::Tensor(),
-                  c10::nullopt)
+    x = ddim_step(
+            alphas_cumprod, teacher.forward(x, t, cond), t, x, steps, /*eta=*/0.0, prediction, at::Tensor(),
+            c10::nullopt)
             .prev_sample;
   }
   // The identity decoder clamps to the image range; the student learns an image, not the
@@ -60,9 +67,10 @@ void run_few_step_distillation(const Manifest& m, std::ostream& log) {
   detail::refuse_denoising_only_options(m);
   detail::require_output(m, p.model_out, "pretrain.model_out");
   if (p.distill_batch_size > p.batch_size) {
-    throw ManifestError(m.file, "pretrain.distill_batch_size",
-                        "the teacher's trajectories take their prompts from the batch: expected at most batch_size = " +
-                            std::to_string(p.batch_size) + ", got " + std::to_string(p.distill_batch_size));
+    throw ManifestError(
+        m.file, "pretrain.distill_batch_size",
+        "the teacher's trajectories take their prompts from the batch: expected at most batch_size = " +
+            std::to_string(p.batch_size) + ", got " + std::to_string(p.distill_batch_size));
   }
   const DDIMSchedule schedule;
   std::vector<std::int64_t> positions;
@@ -82,8 +90,8 @@ void run_few_step_distillation(const Manifest& m, std::ostream& log) {
   std::shared_ptr<TextEncoder> text_encoder = registry.create<TextEncoder>(m.text_encoder);
   std::shared_ptr<PromptSource> prompts = registry.create<PromptSource>(m.prompts);
   if (!prompts->has_labelled_data()) {
-    throw ManifestError(m.file, "prompts.name",
-                        "prompt source '" + m.prompts.name + "' has no labelled images to distill on");
+    throw ManifestError(
+        m.file, "prompts.name", "prompt source '" + m.prompts.name + "' has no labelled images to distill on");
   }
   teacher->to(device);
   student->to(device);
@@ -101,12 +109,13 @@ void run_few_step_distillation(const Manifest& m, std::ostream& log) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(p.seed));
 
   std::string distilled;
-  for (std::int64_t k : positions) distilled += (distilled.empty() ? "" : ", ") + std::to_string(grid[static_cast<std::size_t>(k)]);
+  for (std::int64_t k : positions)
+    distilled += (distilled.empty() ? "" : ", ") + std::to_string(grid[static_cast<std::size_t>(k)]);
   log << "pretrain: few-step distillation of model '" << m.model.name << "' (" << detail::parameter_count(params)
-      << " trainable parameters, predicts " << prediction << ", teacher " << teacher_prediction << "), " << p.steps << " steps at batch " << p.batch_size
-      << " + " << p.distill_batch_size << " teacher trajectories of " << p.teacher_steps
-      << " DDIM steps (eta 0), distilled at t = " << distilled << ", denoise weight " << p.denoise_weight << ", lr "
-      << p.learning_rate << ", device " << device << std::endl;
+      << " trainable parameters, predicts " << prediction << ", teacher " << teacher_prediction << "), " << p.steps
+      << " steps at batch " << p.batch_size << " + " << p.distill_batch_size << " teacher trajectories of "
+      << p.teacher_steps << " DDIM steps (eta 0), distilled at t = " << distilled << ", denoise weight "
+      << p.denoise_weight << ", lr " << p.learning_rate << ", device " << device << std::endl;
 
   detail::PretrainProgress progress(p.steps, log);
   double window_distill = 0.0, window_denoise = 0.0;
@@ -128,16 +137,18 @@ void run_few_step_distillation(const Manifest& m, std::ostream& log) {
     }
     const at::Tensor cond_d = cond.narrow(0, 0, d);
     at::Tensor z = at::randn(batch.images.narrow(0, 0, d).sizes(), gen, batch.images.options()).to(device);
-    TeacherTargets teach = teacher_trajectories(*teacher, alphas_cumprod, grid, positions, z, cond_d, teacher_prediction);
+    TeacherTargets teach =
+        teacher_trajectories(*teacher, alphas_cumprod, grid, positions, z, cond_d, teacher_prediction);
 
     // One student forward over both parts.
     const at::Tensor cond_states = at::cat(std::vector<at::Tensor>(static_cast<std::size_t>(n_pos), cond_d));
-    at::Tensor out = student->forward(at::cat({noised.x_t, teach.states}), at::cat({noised.t, teach.timesteps}),
-                                      at::cat({cond, cond_states}));
+    at::Tensor out = student->forward(
+        at::cat({noised.x_t, teach.states}), at::cat({noised.t, teach.timesteps}), at::cat({cond, cond_states}));
     at::Tensor student_x0 =
         ddim_prediction(alphas_cumprod, out.narrow(0, b, d * n_pos), teach.timesteps, teach.states, prediction).pred_x0;
     at::Tensor teacher_x0 = at::cat(std::vector<at::Tensor>(static_cast<std::size_t>(n_pos), teach.x0));
-    FewStepLoss loss = few_step_distillation_loss(student_x0, teacher_x0, out.narrow(0, 0, b), noised.target, p.denoise_weight);
+    FewStepLoss loss =
+        few_step_distillation_loss(student_x0, teacher_x0, out.narrow(0, 0, b), noised.target, p.denoise_weight);
 
     const double lr = optimizer.step(step, loss.total);
     window_distill += loss.distill.item<double>();

@@ -38,10 +38,8 @@ void png_ignore_warning(png_structp, png_const_charp) {}
 class PngSession {
  public:
   PngSession(std::string path, bool writing) : path_(std::move(path)), writing_(writing) {
-    png_ =
-        writing_
-            ? png_create_write_struct(PNG_LIBPNG_VER_STRING, this, png_error_to_session, png_ignore_warning)
-            : png_create_read_struct(PNG_LIBPNG_VER_STRING, this, png_error_to_session, png_ignore_warning);
+    png_ = writing_ ? png_create_write_struct(PNG_LIBPNG_VER_STRING, this, png_error_to_session, png_ignore_warning)
+                    : png_create_read_struct(PNG_LIBPNG_VER_STRING, this, png_error_to_session, png_ignore_warning);
     if (!png_) throw FileError(path_, "libpng could not allocate its state");
     info_ = png_create_info_struct(png_);
     if (!info_) {
@@ -100,8 +98,9 @@ FilePtr open_file(const std::string& path, const char* mode) {
 
 void png_write(const std::string& path, const at::Tensor& image) {
   if (!image.defined() || image.dim() != 3 || image.size(0) != 3) {
-    throw Error("png_write " + path + ": expected a (3, H, W) image, got " +
-                (image.defined() ? shape_string(image) : std::string("an undefined tensor")));
+    throw Error(
+        "png_write " + path + ": expected a (3, H, W) image, got " +
+        (image.defined() ? shape_string(image) : std::string("an undefined tensor")));
   }
   const std::int64_t h = image.size(1), w = image.size(2);
   if (h < 1 || w < 1 || h > PNG_UINT_31_MAX || w > PNG_UINT_31_MAX) {
@@ -130,9 +129,9 @@ void png_write(const std::string& path, const at::Tensor& image) {
     PngSession s(path, true);
     s.guarded("writing PNG", [&] {
       png_init_io(s.png(), file.get());
-      png_set_IHDR(s.png(), s.info(), static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8,
-                   PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-                   PNG_FILTER_TYPE_DEFAULT);
+      png_set_IHDR(
+          s.png(), s.info(), static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8, PNG_COLOR_TYPE_RGB,
+          PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
       png_write_info(s.png(), s.info());
       png_write_image(s.png(), rows.data());
       png_write_end(s.png(), nullptr);
@@ -178,13 +177,11 @@ at::Tensor png_read(const std::string& path) {
     channels = png_get_channels(s.png(), s.info());
   });
   if (channels != 3 || rowbytes != static_cast<png_size_t>(width) * 3) {
-    throw FileError(path,
-                    "unsupported PNG layout (" + std::to_string(channels) + " channels after conversion)");
+    throw FileError(path, "unsupported PNG layout (" + std::to_string(channels) + " channels after conversion)");
   }
   // Refuse absurd sizes before allocating (libpng's own limit is 1e6 x 1e6).
   if (static_cast<std::uint64_t>(width) * height > (1ull << 28)) {
-    throw FileError(path,
-                    "image of " + std::to_string(width) + "x" + std::to_string(height) + " is too large");
+    throw FileError(path, "image of " + std::to_string(width) + "x" + std::to_string(height) + " is too large");
   }
 
   std::vector<png_byte> pixels(static_cast<std::size_t>(height) * rowbytes);
@@ -195,8 +192,8 @@ at::Tensor png_read(const std::string& path) {
     png_read_end(s.png(), nullptr);
   });
 
-  return at::from_blob(pixels.data(),
-                       {static_cast<std::int64_t>(height), static_cast<std::int64_t>(width), 3}, at::kByte)
+  return at::from_blob(
+             pixels.data(), {static_cast<std::int64_t>(height), static_cast<std::int64_t>(width), 3}, at::kByte)
       .permute({2, 0, 1})
       .to(at::kFloat)
       .div_(255.0)
@@ -205,20 +202,21 @@ at::Tensor png_read(const std::string& path) {
 
 at::Tensor image_grid(const at::Tensor& images, std::int64_t ncol, std::int64_t pad, std::int64_t scale) {
   if (!images.defined() || images.dim() != 4 || images.size(1) != 3 || images.size(0) < 1) {
-    throw Error("image_grid: expected (N, 3, H, W) images with N >= 1, got " +
-                (images.defined() ? shape_string(images) : std::string("an undefined tensor")));
+    throw Error(
+        "image_grid: expected (N, 3, H, W) images with N >= 1, got " +
+        (images.defined() ? shape_string(images) : std::string("an undefined tensor")));
   }
   if (ncol < 1 || pad < 0 || scale < 1) {
-    throw Error("image_grid: need ncol >= 1, pad >= 0, scale >= 1; got ncol " + std::to_string(ncol) +
-                ", pad " + std::to_string(pad) + ", scale " + std::to_string(scale));
+    throw Error(
+        "image_grid: need ncol >= 1, pad >= 0, scale >= 1; got ncol " + std::to_string(ncol) + ", pad " +
+        std::to_string(pad) + ", scale " + std::to_string(scale));
   }
   at::Tensor x = images.detach();
   if (scale > 1) x = x.repeat_interleave(scale, 2).repeat_interleave(scale, 3);
   const std::int64_t n = x.size(0), th = x.size(2), tw = x.size(3);
   const std::int64_t nrow = (n + ncol - 1) / ncol;
   // Exactly `ncol` columns even when n < ncol: grids of one figure line up.
-  at::Tensor grid =
-      at::full({3, nrow * th + (nrow - 1) * pad, ncol * tw + (ncol - 1) * pad}, 1.0, x.options());
+  at::Tensor grid = at::full({3, nrow * th + (nrow - 1) * pad, ncol * tw + (ncol - 1) * pad}, 1.0, x.options());
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t r = i / ncol, c = i % ncol;
     grid.narrow(1, r * (th + pad), th).narrow(2, c * (tw + pad), tw).copy_(x[i]);

@@ -1,7 +1,7 @@
 #include "sdpo/json.h"
 
-#include <boost/json.hpp>
 #include <algorithm>
+#include <boost/json.hpp>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -13,20 +13,25 @@ namespace json = boost::json;
 
 namespace {
 
-std::string join_path(const std::string& base, const std::string& key) {
-  return base.empty() ? key : base + "." + key;
-}
+std::string join_path(const std::string& base, const std::string& key) { return base.empty() ? key : base + "." + key; }
 
 std::string kind_of(const json::value& v) {
   switch (v.kind()) {
-    case json::kind::null: return "null";
-    case json::kind::bool_: return "a boolean";
+    case json::kind::null:
+      return "null";
+    case json::kind::bool_:
+      return "a boolean";
     case json::kind::int64:
-    case json::kind::uint64: return "an integer";
-    case json::kind::double_: return "a number";
-    case json::kind::string: return "a string";
-    case json::kind::array: return "an array";
-    case json::kind::object: return "an object";
+    case json::kind::uint64:
+      return "an integer";
+    case json::kind::double_:
+      return "a number";
+    case json::kind::string:
+      return "a string";
+    case json::kind::array:
+      return "an array";
+    case json::kind::object:
+      return "an object";
   }
   return "?";
 }
@@ -79,8 +84,9 @@ std::int64_t OptionReader::integer(
     fail(key, "expected an integer, got " + kind_of(*v));
   }
   if (x < lo || x > hi) {
-    fail(key, "expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                  std::to_string(x));
+    fail(
+        key,
+        "expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(x));
   }
   return x;
 }
@@ -94,8 +100,7 @@ bool OptionReader::boolean(const std::string& key, bool def, const std::string& 
 }
 
 std::string OptionReader::string(
-    const std::string& key, const std::string& def, const std::string& help,
-    const std::vector<std::string>& choices) {
+    const std::string& key, const std::string& def, const std::string& help, const std::vector<std::string>& choices) {
   std::string h = help;
   if (!choices.empty()) {
     h += " {";
@@ -113,8 +118,8 @@ std::string OptionReader::string(
   return s;
 }
 
-std::vector<std::string> OptionReader::strings(const std::string& key, const std::vector<std::string>& def,
-                                              const std::string& help) {
+std::vector<std::string> OptionReader::strings(
+    const std::string& key, const std::vector<std::string>& def, const std::string& help) {
   json::array d;
   for (const auto& x : def) d.push_back(json::string(x));
   docs_.push_back({key, "string[]", d, help});
@@ -141,7 +146,10 @@ std::string OptionReader::required_string(const std::string& key, const std::str
 }
 
 std::vector<std::int64_t> OptionReader::integers(
-    const std::string& key, const std::vector<std::int64_t>& def, std::int64_t lo, std::int64_t hi,
+    const std::string& key,
+    const std::vector<std::int64_t>& def,
+    std::int64_t lo,
+    std::int64_t hi,
     const std::string& help) {
   json::array d;
   for (auto x : def) d.push_back(x);
@@ -152,8 +160,9 @@ std::vector<std::int64_t> OptionReader::integers(
   std::vector<std::int64_t> out;
   for (const auto& e : v->as_array()) {
     if (!e.is_int64() || e.as_int64() < lo || e.as_int64() > hi) {
-      fail(key, "expected integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                    json::serialize(e));
+      fail(
+          key,
+          "expected integers in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + json::serialize(e));
     }
     out.push_back(e.as_int64());
   }
@@ -193,7 +202,8 @@ json::value json_parse_file(const std::string& path) {
   std::size_t n = p.write_some(text.data(), text.size(), ec);
   if (!ec) p.finish(ec);
   if (ec) {
-    std::size_t line = 1 + static_cast<std::size_t>(std::count(text.begin(), text.begin() + std::min(n, text.size()), '\n'));
+    std::size_t line =
+        1 + static_cast<std::size_t>(std::count(text.begin(), text.begin() + std::min(n, text.size()), '\n'));
     throw ManifestError(path, "", "invalid JSON at line " + std::to_string(line) + ": " + ec.message());
   }
   return p.release();
@@ -204,7 +214,10 @@ void pretty(std::ostream& os, const json::value& v, int indent) {
   std::string pad(static_cast<std::size_t>(indent), ' ');
   if (v.is_object()) {
     const auto& o = v.as_object();
-    if (o.empty()) { os << "{}"; return; }
+    if (o.empty()) {
+      os << "{}";
+      return;
+    }
     os << "{\n";
     std::size_t i = 0;
     for (const auto& kv : o) {
@@ -216,7 +229,10 @@ void pretty(std::ostream& os, const json::value& v, int indent) {
   } else if (v.is_array()) {
     const auto& a = v.as_array();
     bool flat = std::all_of(a.begin(), a.end(), [](const json::value& e) { return !e.is_object() && !e.is_array(); });
-    if (flat) { os << json::serialize(v); return; }
+    if (flat) {
+      os << json::serialize(v);
+      return;
+    }
     os << "[\n";
     for (std::size_t i = 0; i < a.size(); ++i) {
       os << pad << "  ";

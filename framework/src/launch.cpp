@@ -118,11 +118,13 @@ int launch_local(const LaunchOptions& o, std::ostream& out) {
     c.pid = pid;
     c.out_fd = fds[0];
     if (!o.log_dir.empty()) {
-      c.log = std::make_unique<std::ofstream>(std::filesystem::path(o.log_dir) / ("rank_" + std::to_string(r) + ".log"));
+      c.log =
+          std::make_unique<std::ofstream>(std::filesystem::path(o.log_dir) / ("rank_" + std::to_string(r) + ".log"));
     }
   }
 
-  struct sigaction sa{}, old_int{}, old_term{};
+  struct sigaction sa {
+  }, old_int{}, old_term{};
   sa.sa_handler = remember_signal;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, &old_int);

@@ -4,6 +4,7 @@
 #include "sdpo/lcm.h"
 
 #include <ATen/ATen.h>
+
 #include <cmath>
 
 #include "sdpo/ddim.h"
@@ -29,10 +30,11 @@ at::Tensor lcm_alphas_cumprod(const LCMSchedule& s) {
 
 std::vector<std::int64_t> lcm_timesteps(const LCMSchedule& s, std::int64_t n) {
   const std::int64_t orig = s.original_inference_steps;
-  TORCH_CHECK(orig >= 1 && orig <= s.num_train_timesteps, "LCM: original_inference_steps must be in [1, ",
-              s.num_train_timesteps, "], got ", orig);
-  TORCH_CHECK(n >= 1 && n <= orig, "LCM: number of steps must be in [1, original_inference_steps = ", orig,
-              "], got ", n);
+  TORCH_CHECK(
+      orig >= 1 && orig <= s.num_train_timesteps, "LCM: original_inference_steps must be in [1, ",
+      s.num_train_timesteps, "], got ", orig);
+  TORCH_CHECK(
+      n >= 1 && n <= orig, "LCM: number of steps must be in [1, original_inference_steps = ", orig, "], got ", n);
   // models.md 8.2: k = T // orig; origin = [1..orig]*k - 1, reversed, so index j holds (orig - j)*k - 1.
   const std::int64_t k = s.num_train_timesteps / orig;
   std::vector<std::int64_t> ts;
@@ -53,8 +55,8 @@ std::vector<std::int64_t> lcm_timesteps(const LCMSchedule& s, std::int64_t n) {
   return ts;
 }
 
-std::pair<at::Tensor, at::Tensor> lcm_boundary_scalings(const at::Tensor& timestep, double timestep_scaling,
-                                                        double sigma_data) {
+std::pair<at::Tensor, at::Tensor> lcm_boundary_scalings(
+    const at::Tensor& timestep, double timestep_scaling, double sigma_data) {
   // models.md 8.2: s = t * timestep_scaling; c_skip = sd^2/(s^2+sd^2), c_out = s/sqrt(s^2+sd^2).
   auto s = timestep.to(at::kDouble) * timestep_scaling;
   const double sd2 = sigma_data * sigma_data;
@@ -76,8 +78,9 @@ LCMStepPlan lcm_step_plan(const LCMSchedule& schedule, const at::Tensor& timeste
       if (ts[j] == t[i]) pos = j;
     }
     if (pos == ts.size()) {
-      throw Error("LCM step: timestep " + std::to_string(t[i]) + " is not in the " + std::to_string(n) +
-                  "-step LCM schedule (the sampler's timesteps(" + std::to_string(n) + "))");
+      throw Error(
+          "LCM step: timestep " + std::to_string(t[i]) + " is not in the " + std::to_string(n) +
+          "-step LCM schedule (the sampler's timesteps(" + std::to_string(n) + "))");
     }
     const bool last = pos + 1 == ts.size();
     // models.md 8.2: t' = the next scheduled timestep, t itself on the last step.
@@ -88,15 +91,22 @@ LCMStepPlan lcm_step_plan(const LCMSchedule& schedule, const at::Tensor& timeste
   return {next.to(timestep.device()), stochastic.to(timestep.device())};
 }
 
-LCMConsistencyOutput lcm_consistency_output(const at::Tensor& alphas_cumprod, const at::Tensor& model_output,
-                                             const at::Tensor& timestep, const at::Tensor& sample,
-                                             double timestep_scaling, double sigma_data, const std::string& prediction) {
+LCMConsistencyOutput lcm_consistency_output(
+    const at::Tensor& alphas_cumprod,
+    const at::Tensor& model_output,
+    const at::Tensor& timestep,
+    const at::Tensor& sample,
+    double timestep_scaling,
+    double sigma_data,
+    const std::string& prediction) {
   const std::int64_t b = sample.size(0);
   TORCH_CHECK(sample.dim() >= 2, "LCM consistency output: sample must be (B, ...), got ", sample.sizes());
-  TORCH_CHECK(model_output.sizes() == sample.sizes(), "LCM consistency output: model output ",
-              model_output.sizes(), " does not match sample ", sample.sizes());
-  TORCH_CHECK(timestep.dim() == 1 && timestep.size(0) == b,
-              "LCM consistency output: timestep must be (B,) with B = ", b, ", got ", timestep.sizes());
+  TORCH_CHECK(
+      model_output.sizes() == sample.sizes(), "LCM consistency output: model output ", model_output.sizes(),
+      " does not match sample ", sample.sizes());
+  TORCH_CHECK(
+      timestep.dim() == 1 && timestep.size(0) == b, "LCM consistency output: timestep must be (B,) with B = ", b,
+      ", got ", timestep.sizes());
   auto t = timestep.to(sample.device(), at::kLong);
   std::vector<int64_t> bshape(static_cast<size_t>(sample.dim()), 1);
   bshape[0] = b;
@@ -136,28 +146,32 @@ LCMStepResult lcm_step(
     c10::optional<at::Generator> generator) {
   const std::int64_t b = sample.size(0);
   TORCH_CHECK(sample.dim() >= 2, "LCM step: sample must be (B, ...), got ", sample.sizes());
-  TORCH_CHECK(model_output.sizes() == sample.sizes(), "LCM step: model output ", model_output.sizes(),
-              " does not match sample ", sample.sizes());
-  TORCH_CHECK(timestep.dim() == 1 && timestep.size(0) == b, "LCM step: timestep must be (B,) with B = ", b,
-              ", got ", timestep.sizes());
-  TORCH_CHECK(next_timestep.sizes() == timestep.sizes() && stochastic.sizes() == timestep.sizes(),
-              "LCM step: next_timestep and stochastic must be (B,) like timestep");
-  TORCH_CHECK(!prev_sample.defined() || prev_sample.sizes() == sample.sizes(), "LCM step: prev_sample ",
-              prev_sample.sizes(), " does not match sample ", sample.sizes());
+  TORCH_CHECK(
+      model_output.sizes() == sample.sizes(), "LCM step: model output ", model_output.sizes(),
+      " does not match sample ", sample.sizes());
+  TORCH_CHECK(
+      timestep.dim() == 1 && timestep.size(0) == b, "LCM step: timestep must be (B,) with B = ", b, ", got ",
+      timestep.sizes());
+  TORCH_CHECK(
+      next_timestep.sizes() == timestep.sizes() && stochastic.sizes() == timestep.sizes(),
+      "LCM step: next_timestep and stochastic must be (B,) like timestep");
+  TORCH_CHECK(
+      !prev_sample.defined() || prev_sample.sizes() == sample.sizes(), "LCM step: prev_sample ", prev_sample.sizes(),
+      " does not match sample ", sample.sizes());
   const std::int64_t T = alphas_cumprod.size(0);
   auto t = timestep.to(sample.device(), at::kLong);
   auto t_next = next_timestep.to(sample.device(), at::kLong);
-  TORCH_CHECK(t.min().item<std::int64_t>() >= 0 && t.max().item<std::int64_t>() < T &&
-                  t_next.min().item<std::int64_t>() >= 0 && t_next.max().item<std::int64_t>() < T,
-              "LCM step: timesteps must be in [0, ", T - 1, "]");
+  TORCH_CHECK(
+      t.min().item<std::int64_t>() >= 0 && t.max().item<std::int64_t>() < T && t_next.min().item<std::int64_t>() >= 0 &&
+          t_next.max().item<std::int64_t>() < T,
+      "LCM step: timesteps must be in [0, ", T - 1, "]");
   auto ac = alphas_cumprod.to(sample.device());
   std::vector<int64_t> bshape(static_cast<size_t>(sample.dim()), 1);
   bshape[0] = b;
   const auto dtype = sample.scalar_type();
   auto ab_next = ac.index_select(0, t_next).view(bshape).to(dtype);
 
-  auto [denoised, x0] =
-      lcm_consistency_output(ac, model_output, t, sample, timestep_scaling, sigma_data, prediction);
+  auto [denoised, x0] = lcm_consistency_output(ac, model_output, t, sample, timestep_scaling, sigma_data, prediction);
 
   // algorithms.md 5.2: x_{t'} ~ N(sqrt(ab_{t'}) denoised, (1 - ab_{t'}) I) where stochastic.
   auto mask = stochastic.to(sample.device(), at::kBool);
@@ -181,8 +195,7 @@ LCMStepResult lcm_step(
   // deterministic step has no density and scores 0.
   std::vector<int64_t> dims;
   for (int64_t d = 1; d < sample.dim(); ++d) dims.push_back(d);
-  auto lp = (-(prev.detach().to(dtype) - mean).pow(2) / (2 * std_dev.pow(2)) - std_dev.log() -
-             0.5 * std::log(2 * M_PI))
+  auto lp = (-(prev.detach().to(dtype) - mean).pow(2) / (2 * std_dev.pow(2)) - std_dev.log() - 0.5 * std::log(2 * M_PI))
                 .mean(dims);
   auto log_prob = at::where(mask, lp, at::zeros_like(lp));
   return {prev.to(dtype), denoised, x0, log_prob};

@@ -12,8 +12,8 @@ namespace json = boost::json;
 
 namespace {
 
-const char* kComponentKinds[] = {"model", "text_encoder", "decoder", "sampler", "prompts", "reward",
-                                 "dense_reward", "normalizer", "algorithm"};
+const char* kComponentKinds[] = {"model",  "text_encoder", "decoder",    "sampler",  "prompts",
+                                 "reward", "dense_reward", "normalizer", "algorithm"};
 
 bool is_component_kind(const std::string& key) {
   return std::find(std::begin(kComponentKinds), std::end(kComponentKinds), key) != std::end(kComponentKinds);
@@ -76,8 +76,8 @@ ComponentConfig read_component(const json::object& root, const std::string& kind
   }
   for (const auto& kv : v->as_object()) {
     if (kv.key() != "name" && kv.key() != "options" && kv.key() != "path") {
-      throw ManifestError(file, kind + "." + std::string(kv.key()),
-                          "unknown key; expected 'name', 'options' and optionally 'path'");
+      throw ManifestError(
+          file, kind + "." + std::string(kv.key()), "unknown key; expected 'name', 'options' and optionally 'path'");
     }
   }
   const json::value* name = v->as_object().if_contains("name");
@@ -134,9 +134,10 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
   m.root = v.as_object();
   for (const auto& o : overrides) apply_override(m.root, o, file);
 
-  static const std::vector<std::string> known = {
-      "name", "device", "plugin_paths", "model", "text_encoder", "decoder", "sampler", "prompts", "reward",
-      "dense_reward", "normalizer", "algorithm", "train", "sample", "eval", "output", "pretrain", "description"};
+  static const std::vector<std::string> known = {"name",       "device",    "plugin_paths", "model",  "text_encoder",
+                                                 "decoder",    "sampler",   "prompts",      "reward", "dense_reward",
+                                                 "normalizer", "algorithm", "train",        "sample", "eval",
+                                                 "output",     "pretrain",  "description"};
   for (const auto& kv : m.root) {
     std::string key(kv.key());
     if (std::find(known.begin(), known.end(), key) == known.end()) {
@@ -169,8 +170,8 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     std::string base = slash == std::string::npos ? file : file.substr(slash + 1);
     m.name = base.substr(0, base.rfind('.'));
   }
-  ComponentConfig* slots[] = {&m.model, &m.text_encoder, &m.decoder, &m.sampler, &m.prompts, &m.reward,
-                              &m.dense_reward, &m.normalizer, &m.algorithm};
+  ComponentConfig* slots[] = {&m.model,  &m.text_encoder, &m.decoder,    &m.sampler,  &m.prompts,
+                              &m.reward, &m.dense_reward, &m.normalizer, &m.algorithm};
   for (std::size_t i = 0; i < 9; ++i) *slots[i] = read_component(m.root, kComponentKinds[i], file);
 
   {
@@ -178,18 +179,21 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     auto& t = m.train;
     t.epochs = r.integer("epochs", t.epochs, 0, 1000000, "training epochs");
     t.batch_size = r.integer("batch_size", t.batch_size, 1, 1 << 20, "prompts per sampling batch (B_s)");
-    t.batches_per_epoch = r.integer("batches_per_epoch", t.batches_per_epoch, 1, 1 << 20, "sampling batches per epoch (n_b)");
-    t.train_batch_size = r.integer("train_batch_size", t.train_batch_size, 1, 1 << 20, "trajectories or pairs per micro-batch (B_t)");
+    t.batches_per_epoch =
+        r.integer("batches_per_epoch", t.batches_per_epoch, 1, 1 << 20, "sampling batches per epoch (n_b)");
+    t.train_batch_size =
+        r.integer("train_batch_size", t.train_batch_size, 1, 1 << 20, "trajectories or pairs per micro-batch (B_t)");
     t.seed = r.integer("seed", t.seed, 0, INT64_MAX, "random seed");
     t.checkpoint_every = r.integer("checkpoint_every", t.checkpoint_every, 1, 1 << 20, "epochs between checkpoints");
-    t.update_schedule = r.string("update_schedule", t.update_schedule,
-                                 "epoch: sample all batches_per_epoch batches, then one algorithm update over "
-                                 "the epoch's buffer; per_batch (RLCM's loop): sample a batch, normalize it, "
-                                 "update on it, batch by batch (the same as epoch at one batch). Under per_batch "
-                                 "the train row's algorithm metrics are means over the epoch's batches (updates: "
-                                 "the running count after the last), the counters, rewards and phase times cover "
-                                 "the whole epoch",
-                                 {"epoch", "per_batch"});
+    t.update_schedule = r.string(
+        "update_schedule", t.update_schedule,
+        "epoch: sample all batches_per_epoch batches, then one algorithm update over "
+        "the epoch's buffer; per_batch (RLCM's loop): sample a batch, normalize it, "
+        "update on it, batch by batch (the same as epoch at one batch). Under per_batch "
+        "the train row's algorithm metrics are means over the epoch's batches (updates: "
+        "the running count after the last), the counters, rewards and phase times cover "
+        "the whole epoch",
+        {"epoch", "per_batch"});
     auto& o = t.optimizer;
     o.name = r.string("optimizer", o.name, "optimizer", {"adamw", "adam"});
     o.learning_rate = r.number("learning_rate", o.learning_rate, 0.0, 10.0, "learning rate");
@@ -198,7 +202,8 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     o.eps = r.number("eps", o.eps, 0.0, 1.0, "Adam epsilon");
     o.weight_decay = r.number("weight_decay", o.weight_decay, 0.0, 10.0, "weight decay");
     o.max_grad_norm = r.number("max_grad_norm", o.max_grad_norm, 0.0, 1e9, "gradient-norm clip (0: none)");
-    o.gradient_accumulation = r.integer("gradient_accumulation", o.gradient_accumulation, 1, 1 << 20, "micro-batches per update (G_acc)");
+    o.gradient_accumulation =
+        r.integer("gradient_accumulation", o.gradient_accumulation, 1, 1 << 20, "micro-batches per update (G_acc)");
     r.finish();
   }
   {
@@ -206,10 +211,13 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     // sample.steps: an integer T, or a list of them (mixed-step training, e.g. Fig. 7): each
     // epoch then draws its T from the list (the trainer's generator; see SampleOptions).
     const json::value* steps = nullptr;
-    if (const auto* sec = m.root.if_contains("sample"); sec && sec->is_object()) steps = sec->as_object().if_contains("steps");
+    if (const auto* sec = m.root.if_contains("sample"); sec && sec->is_object())
+      steps = sec->as_object().if_contains("steps");
     if (steps && steps->is_array()) {
-      m.sample.step_choices = r.integers("steps", {}, 1, 1000, "denoising steps per training trajectory (T), or a "
-                                                              "list of them drawn from per epoch");
+      m.sample.step_choices = r.integers(
+          "steps", {}, 1, 1000,
+          "denoising steps per training trajectory (T), or a "
+          "list of them drawn from per epoch");
       m.sample.steps = *std::max_element(m.sample.step_choices.begin(), m.sample.step_choices.end());
     } else {
       m.sample.steps = r.integer("steps", m.sample.steps, 1, 1000, "denoising steps per training trajectory (T)");
@@ -256,12 +264,13 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     json::object only_options{{"pretrain", pre}};
     OptionReader r = section(only_options, "pretrain", file);
     auto& p = m.pretrain;
-    p.method = r.string("method", p.method,
-                        "denoising: train the base model and text encoder from random init; "
-                        "latent_consistency_distillation: distill the model's checkpoint into a few-step "
-                        "consistency model (for the lcm sampler); few_step_distillation: distill it into a "
-                        "few-step model for the ddim sampler (a toy SD-Turbo)",
-                        {"denoising", "latent_consistency_distillation", "few_step_distillation"});
+    p.method = r.string(
+        "method", p.method,
+        "denoising: train the base model and text encoder from random init; "
+        "latent_consistency_distillation: distill the model's checkpoint into a few-step "
+        "consistency model (for the lcm sampler); few_step_distillation: distill it into a "
+        "few-step model for the ddim sampler (a toy SD-Turbo)",
+        {"denoising", "latent_consistency_distillation", "few_step_distillation"});
     p.steps = r.integer("steps", p.steps, 1, 100000000, "optimizer steps for the base model");
     p.batch_size = r.integer("batch_size", p.batch_size, 1, 1 << 20, "images per step");
     p.learning_rate = r.number("learning_rate", p.learning_rate, 0.0, 10.0, "AdamW learning rate");
@@ -269,32 +278,41 @@ Manifest Manifest::parse(const std::string& text, const std::string& file, const
     p.model_out = r.string("model_out", p.model_out, "safetensors file for the model");
     p.text_encoder_out = r.string("text_encoder_out", p.text_encoder_out, "safetensors file for the text encoder");
     p.reward_steps = r.integer("reward_steps", p.reward_steps, 0, 100000000, "steps to fit learned rewards");
-    p.reward_batch_size = r.integer("reward_batch_size", p.reward_batch_size, 1, 1 << 20, "batch to fit learned rewards");
-    p.reward_learning_rate = r.number("reward_learning_rate", p.reward_learning_rate, 0.0, 10.0, "lr to fit learned rewards");
-    p.original_inference_steps = r.integer("original_inference_steps", p.original_inference_steps, 1, 100000,
-                                           "consistency distillation: the teacher's DDIM schedule length N "
-                                           "(each teacher step skips num_train_timesteps / N)");
-    p.ema_decay = r.number("ema_decay", p.ema_decay, 0.0, 1.0, "consistency distillation: EMA decay of the target network");
-    p.consistency_loss = r.string("consistency_loss", p.consistency_loss,
-                                  "consistency distillation: distance between student and target outputs",
-                                  {"l2", "huber"});
+    p.reward_batch_size =
+        r.integer("reward_batch_size", p.reward_batch_size, 1, 1 << 20, "batch to fit learned rewards");
+    p.reward_learning_rate =
+        r.number("reward_learning_rate", p.reward_learning_rate, 0.0, 10.0, "lr to fit learned rewards");
+    p.original_inference_steps = r.integer(
+        "original_inference_steps", p.original_inference_steps, 1, 100000,
+        "consistency distillation: the teacher's DDIM schedule length N "
+        "(each teacher step skips num_train_timesteps / N)");
+    p.ema_decay =
+        r.number("ema_decay", p.ema_decay, 0.0, 1.0, "consistency distillation: EMA decay of the target network");
+    p.consistency_loss = r.string(
+        "consistency_loss", p.consistency_loss, "consistency distillation: distance between student and target outputs",
+        {"l2", "huber"});
     p.huber_c = r.number("huber_c", p.huber_c, 1e-12, 1e6, "consistency distillation: the pseudo-Huber constant c");
-    p.timestep_scaling = r.number("timestep_scaling", p.timestep_scaling, 1e-12, 1e6,
-                                  "consistency distillation: s = t * timestep_scaling in c_skip, c_out "
-                                  "(must match the lcm sampler's)");
-    p.teacher_steps = r.integer("teacher_steps", p.teacher_steps, 1, 1000,
-                                "few-step distillation: length of the teacher's trailing DDIM (eta 0) trajectories");
-    p.distill_steps = r.integers("distill_steps", p.distill_steps, 1, 1000,
-                                 "few-step distillation: student step counts whose trailing timesteps are "
-                                 "distilled (each must divide teacher_steps' grid: its timesteps on the teacher's)");
-    p.distill_batch_size = r.integer("distill_batch_size", p.distill_batch_size, 1, 1 << 20,
-                                     "few-step distillation: teacher trajectories per step");
-    p.denoise_weight = r.number("denoise_weight", p.denoise_weight, 0.0, 1e6,
-                                "few-step distillation: weight of the denoising loss on labelled images");
-    p.prediction_type = r.string("prediction_type", p.prediction_type,
-                                 "few-step distillation: what the student predicts, set as its model's "
-                                 "prediction_type option (empty: the same as the teacher)",
-                                 {"", "epsilon", "v_prediction", "sample"});
+    p.timestep_scaling = r.number(
+        "timestep_scaling", p.timestep_scaling, 1e-12, 1e6,
+        "consistency distillation: s = t * timestep_scaling in c_skip, c_out "
+        "(must match the lcm sampler's)");
+    p.teacher_steps = r.integer(
+        "teacher_steps", p.teacher_steps, 1, 1000,
+        "few-step distillation: length of the teacher's trailing DDIM (eta 0) trajectories");
+    p.distill_steps = r.integers(
+        "distill_steps", p.distill_steps, 1, 1000,
+        "few-step distillation: student step counts whose trailing timesteps are "
+        "distilled (each must divide teacher_steps' grid: its timesteps on the teacher's)");
+    p.distill_batch_size = r.integer(
+        "distill_batch_size", p.distill_batch_size, 1, 1 << 20, "few-step distillation: teacher trajectories per step");
+    p.denoise_weight = r.number(
+        "denoise_weight", p.denoise_weight, 0.0, 1e6,
+        "few-step distillation: weight of the denoising loss on labelled images");
+    p.prediction_type = r.string(
+        "prediction_type", p.prediction_type,
+        "few-step distillation: what the student predicts, set as its model's "
+        "prediction_type option (empty: the same as the teacher)",
+        {"", "epsilon", "v_prediction", "sample"});
     r.finish();
     if (!rewards.is_null()) {
       if (!rewards.is_array()) throw ManifestError(file, "pretrain.rewards", "expected an array of reward components");

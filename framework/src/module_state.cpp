@@ -53,19 +53,21 @@ void module_load_state_dict(
     const at::Tensor& w = it->second;
     if (!w.defined()) refuse(source, component, "key '" + key + "' holds no tensor");
     if (w.sizes() != target.sizes()) {
-      refuse(source, component,
-             "key '" + key + "' has shape " + shape_text(w.sizes()) + " but the module expects " +
-                 shape_text(target.sizes()) + " (was the checkpoint written with other options?)");
+      refuse(
+          source, component,
+          "key '" + key + "' has shape " + shape_text(w.sizes()) + " but the module expects " +
+              shape_text(target.sizes()) + " (was the checkpoint written with other options?)");
     }
     if (at::isFloatingType(target.scalar_type()) && !at::isFloatingType(w.scalar_type())) {
-      refuse(source, component,
-             "key '" + key + "' has dtype " + std::string(c10::toString(w.scalar_type())) +
-                 ", expected a floating-point tensor");
+      refuse(
+          source, component,
+          "key '" + key + "' has dtype " + std::string(c10::toString(w.scalar_type())) +
+              ", expected a floating-point tensor");
     }
   }
   if (strict && !missing.empty()) {
-    std::string what = "missing key '" + missing.front() + "' (shape " +
-        shape_text(targets.at(missing.front()).sizes()) + ")";
+    std::string what =
+        "missing key '" + missing.front() + "' (shape " + shape_text(targets.at(missing.front()).sizes()) + ")";
     if (missing.size() > 1) what += " and " + std::to_string(missing.size() - 1) + " more";
     refuse(source, component, what);
   }
@@ -78,7 +80,7 @@ void module_load_state_dict(
       std::string what = "unexpected key '" + unexpected.front() + "'";
       if (unexpected.size() > 1) what += " and " + std::to_string(unexpected.size() - 1) + " more";
       what += " (the module has " + std::to_string(targets.size()) + " keys, e.g. '" +
-          (targets.empty() ? std::string() : targets.begin()->first) + "')";
+              (targets.empty() ? std::string() : targets.begin()->first) + "')";
       refuse(source, component, what);
     }
   }

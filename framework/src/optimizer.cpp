@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
+
 #include <cmath>
 #include <sstream>
 #include <type_traits>
@@ -25,16 +26,12 @@ Optimizer::Optimizer(std::vector<at::Tensor> parameters, const OptimizerOptions&
   impl_->params = parameters;
   if (o.name == "adamw") {
     impl_->opt = std::make_unique<torch::optim::AdamW>(
-        parameters, torch::optim::AdamWOptions(o.learning_rate)
-                        .betas({o.beta1, o.beta2})
-                        .eps(o.eps)
-                        .weight_decay(o.weight_decay));
+        parameters,
+        torch::optim::AdamWOptions(o.learning_rate).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
   } else if (o.name == "adam") {
     impl_->opt = std::make_unique<torch::optim::Adam>(
-        parameters, torch::optim::AdamOptions(o.learning_rate)
-                        .betas({o.beta1, o.beta2})
-                        .eps(o.eps)
-                        .weight_decay(o.weight_decay));
+        parameters,
+        torch::optim::AdamOptions(o.learning_rate).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
   } else {
     throw Error("optimizer: name must be 'adamw' or 'adam', got '" + o.name + "'");
   }
@@ -78,8 +75,9 @@ bool Optimizer::micro_step(std::int64_t accumulation) {
     }
   }
   if (!std::isfinite(last_grad_norm_)) {
-    throw NumericError("optimizer: the gradient norm is " + std::to_string(last_grad_norm_) +
-                       " (NaN or Inf); the update was not applied");
+    throw NumericError(
+        "optimizer: the gradient norm is " + std::to_string(last_grad_norm_) +
+        " (NaN or Inf); the update was not applied");
   }
   impl_->opt->step();
   zero_grad();
@@ -123,8 +121,11 @@ void save_state(const torch::optim::Optimizer& opt, const std::vector<at::Tensor
 }
 
 template <class State>
-void load_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor>& params, const TensorMap& in,
-                const std::string& source) {
+void load_state(
+    torch::optim::Optimizer& opt,
+    const std::vector<at::Tensor>& params,
+    const TensorMap& in,
+    const std::string& source) {
   auto& states = opt.state();
   states.clear();
   for (std::size_t i = 0; i < params.size(); ++i) {

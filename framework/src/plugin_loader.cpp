@@ -1,6 +1,6 @@
-#include <boost/dll/shared_library.hpp>
-#include <boost/dll/runtime_symbol_info.hpp>
 #include <algorithm>
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <boost/dll/shared_library.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -49,21 +49,22 @@ void PluginLoader::load(const std::string& path_in) {
     throw PluginLoadError(path, std::string("cannot load library: ") + e.what());
   }
   if (!lib->has("sdpo_plugin_info") || !lib->has("sdpo_plugin_register")) {
-    throw PluginLoadError(path, "not an sdpo plugin: the symbols sdpo_plugin_info and sdpo_plugin_register "
-                                "are missing (declare it with SDPO_DECLARE_PLUGIN)");
+    throw PluginLoadError(
+        path,
+        "not an sdpo plugin: the symbols sdpo_plugin_info and sdpo_plugin_register "
+        "are missing (declare it with SDPO_DECLARE_PLUGIN)");
   }
   const PluginInfo& info = lib->get_alias<const PluginInfo>("sdpo_plugin_info");
   if (info.abi_version != kPluginAbiVersion) {
     std::ostringstream m;
-    m << "built for plugin ABI version " << info.abi_version << ", but this host has ABI version "
-      << kPluginAbiVersion << "; rebuild the plugin against the installed sdpo framework";
+    m << "built for plugin ABI version " << info.abi_version << ", but this host has ABI version " << kPluginAbiVersion
+      << "; rebuild the plugin against the installed sdpo framework";
     throw PluginLoadError(path, m.str());
   }
   if (info.struct_size > sizeof(PluginInfo)) {
     throw PluginLoadError(path, "plugin info is larger than this host knows; rebuild the plugin");
   }
-  if (std::string(info.torch_version ? info.torch_version : "") != TORCH_VERSION ||
-      info.cxx11_abi != kCxx11Abi) {
+  if (std::string(info.torch_version ? info.torch_version : "") != TORCH_VERSION || info.cxx11_abi != kCxx11Abi) {
     std::ostringstream m;
     m << "built against libtorch " << (info.torch_version ? info.torch_version : "?") << " (cxx11 abi "
       << info.cxx11_abi << "), but this host uses libtorch " << TORCH_VERSION << " (cxx11 abi " << kCxx11Abi
@@ -123,8 +124,8 @@ std::string PluginLoader::default_plugin_dir() {
   std::error_code ec;
   fs::path exe = boost::dll::program_location(ec).string();
   if (!ec) {
-    for (const fs::path& candidate : {exe.parent_path().parent_path() / "plugins",
-                                      exe.parent_path().parent_path() / "lib" / "sdpo" / "plugins"}) {
+    for (const fs::path& candidate :
+         {exe.parent_path().parent_path() / "plugins", exe.parent_path().parent_path() / "lib" / "sdpo" / "plugins"}) {
       if (fs::is_directory(candidate)) return candidate.string();
     }
   }

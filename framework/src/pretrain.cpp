@@ -8,17 +8,17 @@
 #include <string>
 #include <vector>
 
+#include "pretrain_support.h"
 #include "sdpo/consistency_distillation_driver.h"
 #include "sdpo/ddim.h"
 #include "sdpo/error.h"
+#include "sdpo/few_step_distillation_driver.h"
 #include "sdpo/model.h"
 #include "sdpo/prompts.h"
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
-#include "sdpo/few_step_distillation_driver.h"
 #include "sdpo/safetensors.h"
 #include "sdpo/text_encoder.h"
-#include "pretrain_support.h"
 
 namespace sdpo {
 namespace {
@@ -45,15 +45,16 @@ Components create_components(const Manifest& m) {
   c.text_encoder = registry.create<TextEncoder>(without_checkpoint(m.text_encoder));
   c.prompts = registry.create<PromptSource>(m.prompts);
   if (!c.prompts->has_labelled_data()) {
-    throw ManifestError(m.file, "prompts.name",
-                        "prompt source '" + m.prompts.name + "' has no labelled images to pretrain on");
+    throw ManifestError(
+        m.file, "prompts.name", "prompt source '" + m.prompts.name + "' has no labelled images to pretrain on");
   }
   // Rewards are built before training so that an option error shows in seconds, not after it.
   for (const ComponentConfig& rc : p.rewards) {
     const auto* out = rc.options.if_contains("checkpoint");
     if (!out || !out->is_string() || out->as_string().empty()) {
-      throw ManifestError(m.file, rc.json_path + ".checkpoint",
-                          "reward '" + rc.name + "' needs a checkpoint path: the fitted weights are written there");
+      throw ManifestError(
+          m.file, rc.json_path + ".checkpoint",
+          "reward '" + rc.name + "' needs a checkpoint path: the fitted weights are written there");
     }
     c.reward_outputs.emplace_back(out->as_string().c_str());
     require_output(m, c.reward_outputs.back(), rc.json_path + ".checkpoint");
@@ -96,9 +97,9 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<std::uint64_t>(p.seed));
   const std::string prediction = model.prediction_type();
   log << "pretrain: model '" << m.model.name << "' (" << model_params << " parameters, predicts " << prediction
-      << "), text encoder '" << m.text_encoder.name << "' (" << parameter_count(text_params)
-      << " parameters), " << p.steps << " steps at batch " << p.batch_size << ", lr " << p.learning_rate
-      << ", device " << device << std::endl;
+      << "), text encoder '" << m.text_encoder.name << "' (" << parameter_count(text_params) << " parameters), "
+      << p.steps << " steps at batch " << p.batch_size << ", lr " << p.learning_rate << ", device " << device
+      << std::endl;
 
   detail::PretrainProgress progress(p.steps, log);
   for (std::int64_t step = 0; step < p.steps; ++step) {
@@ -127,8 +128,8 @@ void run_pretrain(const Manifest& m, std::ostream& log) {
   text_meta["component"] = "text_encoder:" + m.text_encoder.name;
   safetensors_save(p.model_out, model.state_dict(), model_meta);
   safetensors_save(p.text_encoder_out, text_encoder.state_dict(), text_meta);
-  log << "pretrain: wrote " << p.model_out << " and " << p.text_encoder_out << " (final loss " << loss_text
-      << ")" << std::endl;
+  log << "pretrain: wrote " << p.model_out << " and " << p.text_encoder_out << " (final loss " << loss_text << ")"
+      << std::endl;
 
   for (std::size_t i = 0; i < c.rewards.size(); ++i) {
     const ComponentConfig& rc = p.rewards[i];

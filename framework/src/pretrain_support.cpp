@@ -1,8 +1,11 @@
 #include "pretrain_support.h"
 
 #include <ATen/ATen.h>
-#include <torch/types.h>  // clip_grad.h is not self-contained
+// clip_grad.h is not self-contained: torch/types.h must come first.
+// clang-format off
+#include <torch/types.h>
 #include <torch/nn/utils/clip_grad.h>
+// clang-format on
 #include <torch/optim/adamw.h>
 
 #include <algorithm>
@@ -33,8 +36,8 @@ void require_output(const Manifest& m, const std::string& path, const std::strin
 void refuse_denoising_only_options(const Manifest& m) {
   const PretrainOptions& p = m.pretrain;
   if (!p.text_encoder_out.empty()) {
-    throw ManifestError(m.file, "pretrain.text_encoder_out",
-                        p.method + " keeps the text encoder frozen and writes no copy; remove it");
+    throw ManifestError(
+        m.file, "pretrain.text_encoder_out", p.method + " keeps the text encoder frozen and writes no copy; remove it");
   }
   if (!p.rewards.empty()) {
     throw ManifestError(m.file, "pretrain.rewards", p.method + " fits no rewards; fit them with the denoising method");
@@ -70,16 +73,20 @@ at::Tensor few_step_timestep_pool(const DDIMSchedule& schedule) {
 // The first half keeps the model a denoiser at every noise level. Few-step sampling evaluates the
 // model only at the pool's timesteps, and first at t = 999 where x_t is almost pure noise and the
 // whole layout is decided: 999 is in all four lists, so it gets 4/15 of the second half.
-at::Tensor sample_denoising_timesteps(std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen,
-                                      std::int64_t num_train_timesteps) {
+at::Tensor sample_denoising_timesteps(
+    std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen, std::int64_t num_train_timesteps) {
   const std::int64_t uniform = (batch + 1) / 2;
   at::Tensor t_uniform = at::randint(0, num_train_timesteps, {uniform}, gen, at::kLong);
   at::Tensor pick = at::randint(0, few_step_pool.size(0), {batch - uniform}, gen, at::kLong);
   return at::cat({t_uniform, few_step_pool.index_select(0, pick)});
 }
 
-DenoisingBatch denoising_batch(const at::Tensor& images, const at::Tensor& alphas_cumprod,
-                               const at::Tensor& few_step_pool, at::Generator& gen, const std::string& prediction) {
+DenoisingBatch denoising_batch(
+    const at::Tensor& images,
+    const at::Tensor& alphas_cumprod,
+    const at::Tensor& few_step_pool,
+    at::Generator& gen,
+    const std::string& prediction) {
   const c10::Device device = alphas_cumprod.device();
   const std::int64_t b = images.size(0);
   at::Tensor x0 = images.to(device).mul(2.0).sub_(1.0);
@@ -93,13 +100,14 @@ DenoisingBatch denoising_batch(const at::Tensor& images, const at::Tensor& alpha
 
 StringMap pretrain_metadata(const Manifest& m, double final_loss) {
   const PretrainOptions& p = m.pretrain;
-  return {{"component", "model:" + m.model.name},
-          {"method", p.method},
-          {"steps", std::to_string(p.steps)},
-          {"final_loss", number_text(final_loss)},
-          {"seed", std::to_string(p.seed)},
-          {"batch_size", std::to_string(p.batch_size)},
-          {"learning_rate", number_text(p.learning_rate)}};
+  return {
+      {"component", "model:" + m.model.name},
+      {"method", p.method},
+      {"steps", std::to_string(p.steps)},
+      {"final_loss", number_text(final_loss)},
+      {"seed", std::to_string(p.seed)},
+      {"batch_size", std::to_string(p.batch_size)},
+      {"learning_rate", number_text(p.learning_rate)}};
 }
 
 namespace {
@@ -150,8 +158,9 @@ PretrainProgress::PretrainProgress(std::int64_t steps, std::ostream& log, std::i
 
 void PretrainProgress::record(std::int64_t step, double loss, double lr) {
   if (!std::isfinite(loss)) {
-    throw NumericError("pretrain: loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1) +
-                       " (lower pretrain.learning_rate?)");
+    throw NumericError(
+        "pretrain: loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1) +
+        " (lower pretrain.learning_rate?)");
   }
   window_loss_ += loss;
   ++window_steps_;
@@ -160,9 +169,9 @@ void PretrainProgress::record(std::int64_t step, double loss, double lr) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(steps_ - step - 1);
   char line[160];
-  std::snprintf(line, sizeof line, "pretrain %lld/%lld  loss %.4f  lr %.2e  elapsed %s  eta %s",
-                static_cast<long long>(step + 1), static_cast<long long>(steps_), final_loss_, lr,
-                duration_text(elapsed).c_str(), duration_text(eta).c_str());
+  std::snprintf(
+      line, sizeof line, "pretrain %lld/%lld  loss %.4f  lr %.2e  elapsed %s  eta %s", static_cast<long long>(step + 1),
+      static_cast<long long>(steps_), final_loss_, lr, duration_text(elapsed).c_str(), duration_text(eta).c_str());
   log_ << line << std::endl;
   window_loss_ = 0.0;
   window_steps_ = 0;

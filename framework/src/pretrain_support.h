@@ -50,8 +50,8 @@ at::Tensor few_step_timestep_pool(const DDIMSchedule& schedule);
 
 /// Timesteps of one denoising batch, (batch,) int64: the first half uniform over
 /// {0..num_train_timesteps-1}, the second half drawn from `few_step_pool`.
-at::Tensor sample_denoising_timesteps(std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen,
-                                      std::int64_t num_train_timesteps);
+at::Tensor sample_denoising_timesteps(
+    std::int64_t batch, const at::Tensor& few_step_pool, at::Generator& gen, std::int64_t num_train_timesteps);
 
 /// One batch of the denoising loss (pretrain.h), on the device of `alphas_cumprod`: x0 = 2 *
 /// image - 1, t from sample_denoising_timesteps, then eps ~ N(0, I) (in that order from `gen`),
@@ -60,8 +60,12 @@ at::Tensor sample_denoising_timesteps(std::int64_t batch, const at::Tensor& few_
 struct DenoisingBatch {
   at::Tensor x_t, t, target;
 };
-DenoisingBatch denoising_batch(const at::Tensor& images, const at::Tensor& alphas_cumprod,
-                               const at::Tensor& few_step_pool, at::Generator& gen, const std::string& prediction);
+DenoisingBatch denoising_batch(
+    const at::Tensor& images,
+    const at::Tensor& alphas_cumprod,
+    const at::Tensor& few_step_pool,
+    at::Generator& gen,
+    const std::string& prediction);
 
 /// The optimizer of every pretrain method: AdamW (weight decay 0.01) over `params`, the gradient
 /// norm clipped at 1, the learning rate of learning_rate_at() for `steps` steps.

@@ -1,13 +1,17 @@
 #include "progress.h"
 
 #include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 
 namespace sdpo {
 
 Progress::Progress(bool enabled, std::string label, std::int64_t total)
-    : enabled_(enabled), tty_(isatty(fileno(stderr)) != 0), label_(std::move(label)), total_(total),
+    : enabled_(enabled),
+      tty_(isatty(fileno(stderr)) != 0),
+      label_(std::move(label)),
+      total_(total),
       start_(std::chrono::steady_clock::now()) {
   if (enabled_ && tty_) draw("");
 }
@@ -18,8 +22,9 @@ void Progress::draw(const std::string& phase) const {
   std::string bar(static_cast<size_t>(filled), '#');
   bar += std::string(static_cast<size_t>(width - filled), '.');
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  std::fprintf(stderr, "\r%s [%s] %lld/%lld %-22s %6.1fs", label_.c_str(), bar.c_str(),
-               static_cast<long long>(done_), static_cast<long long>(total_), phase.c_str(), secs);
+  std::fprintf(
+      stderr, "\r%s [%s] %lld/%lld %-22s %6.1fs", label_.c_str(), bar.c_str(), static_cast<long long>(done_),
+      static_cast<long long>(total_), phase.c_str(), secs);
   std::fflush(stderr);
 }
 

@@ -42,8 +42,8 @@ class AdapterOffModel final : public Model {
 
 }  // namespace
 
-std::shared_ptr<Model> make_reference_model(const std::shared_ptr<Model>& policy, const ComponentConfig& section,
-                                            c10::Device device) {
+std::shared_ptr<Model> make_reference_model(
+    const std::shared_ptr<Model>& policy, const ComponentConfig& section, c10::Device device) {
   if (policy->has_adapter()) return std::make_shared<AdapterOffModel>(policy);
   std::shared_ptr<Model> reference = Registry::global().create<Model>(section);
   reference->to(device);

@@ -33,8 +33,8 @@ const RegistryEntry& Registry::entry(const ComponentConfig& cfg) const {
     if (dot != std::string::npos && dot + 8 == path.size()) path = path.substr(0, dot);
     throw ManifestError(
         cfg.file, path.empty() ? cfg.kind : path + ".name",
-        "unknown " + cfg.kind + " '" + cfg.name + "'; registered: " +
-            (known.empty() ? std::string("(none: were the plugins built and found?)") : known));
+        "unknown " + cfg.kind + " '" + cfg.name +
+            "'; registered: " + (known.empty() ? std::string("(none: were the plugins built and found?)") : known));
   }
   return it->second;
 }

@@ -15,7 +15,11 @@ at::Tensor rollout_select(const at::Tensor& full, const at::Tensor& rows, const 
 }
 
 at::Tensor rollout_log_prob(
-    Model& model, const Sampler& sampler, const RolloutBuffer& buffer, const at::Tensor& rows, const at::Tensor& steps) {
+    Model& model,
+    const Sampler& sampler,
+    const RolloutBuffer& buffer,
+    const at::Tensor& rows,
+    const at::Tensor& steps) {
   auto x = rollout_select(buffer.latents, rows, steps);
   auto x_next = rollout_select(buffer.next_latents, rows, steps);
   auto t = rollout_select(buffer.timesteps, rows, steps);

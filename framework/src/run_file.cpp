@@ -87,8 +87,7 @@ herr_t collect_attribute_name(hid_t, const char* name, const H5A_info_t*, void* 
 
 // One path component: what HDF5 accepts as a link name and what h5py users can type.
 bool valid_name(const std::string& s) {
-  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
-         s.find('\0') == std::string::npos;
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos && s.find('\0') == std::string::npos;
 }
 
 // Chunk shape for an N-d array: the whole array, halving its largest dimension until a chunk
@@ -134,8 +133,8 @@ struct RunFile::Impl {
     std::string detail;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_error, &detail);
     H5Eclear2(H5E_DEFAULT);
-    throw FileError(path, std::string(call) + " on " + object + " failed" +
-                              (detail.empty() ? std::string() : ": " + detail));
+    throw FileError(
+        path, std::string(call) + " on " + object + " failed" + (detail.empty() ? std::string() : ": " + detail));
   }
 
   [[noreturn]] void fail_with(const std::string& message) const { throw FileError(path, message); }
@@ -164,8 +163,8 @@ struct RunFile::Impl {
     if (create && !exists(object)) {
       Handle lcpl = check(H5Pcreate(H5P_LINK_CREATE), H5Pclose, object, "H5Pcreate");
       check(H5Pset_create_intermediate_group(lcpl.get(), 1), object, "H5Pset_create_intermediate_group");
-      return check(H5Gcreate2(file.get(), object.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose,
-                   object, "H5Gcreate2");
+      return check(
+          H5Gcreate2(file.get(), object.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose, object, "H5Gcreate2");
     }
     return check(H5Gopen2(file.get(), object.c_str(), H5P_DEFAULT), H5Gclose, object, "H5Gopen2");
   }
@@ -177,18 +176,19 @@ struct RunFile::Impl {
   std::vector<std::pair<std::string, H5O_type_t>> children(const Handle& group, const std::string& object) const {
     std::vector<std::string> links;
     hsize_t idx = 0;
-    check(H5Literate(group.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_link_name, &links), object,
-          "H5Literate");
+    check(H5Literate(group.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_link_name, &links), object, "H5Literate");
     std::vector<std::pair<std::string, H5O_type_t>> out;
     for (const auto& name : links) {
 #if H5_VERSION_GE(1, 12, 0)
       H5O_info2_t info;
-      check(H5Oget_info_by_name3(group.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT),
-            object + "/" + name, "H5Oget_info_by_name3");
+      check(
+          H5Oget_info_by_name3(group.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT), object + "/" + name,
+          "H5Oget_info_by_name3");
 #else
       H5O_info_t info;
-      check(H5Oget_info_by_name2(group.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT),
-            object + "/" + name, "H5Oget_info_by_name2");
+      check(
+          H5Oget_info_by_name2(group.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT), object + "/" + name,
+          "H5Oget_info_by_name2");
 #endif
       out.emplace_back(name, info.type);
     }
@@ -223,22 +223,24 @@ struct RunFile::Impl {
     Handle dcpl = check(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, object, "H5Pcreate");
     check(H5Pset_chunk(dcpl.get(), 1, &kCurveChunk), object, "H5Pset_chunk");
     check(H5Pset_fill_value(dcpl.get(), H5T_NATIVE_DOUBLE, &kNaN), object, "H5Pset_fill_value");
-    return check(H5Dcreate2(group.get(), name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, dcpl.get(),
-                            H5P_DEFAULT),
-                 H5Dclose, object, "H5Dcreate2");
+    return check(
+        H5Dcreate2(group.get(), name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+        H5Dclose, object, "H5Dcreate2");
   }
 
   // Grows a curve to start + values.size() rows and writes `values` from row `start`.
-  void write_curve_tail(const Handle& dataset, hsize_t start, const std::vector<double>& values,
-                        const std::string& object) const {
+  void write_curve_tail(
+      const Handle& dataset, hsize_t start, const std::vector<double>& values, const std::string& object) const {
     const hsize_t count = values.size(), size = start + count;
     check(H5Dset_extent(dataset.get(), &size), object, "H5Dset_extent");
     Handle fspace = check(H5Dget_space(dataset.get()), H5Sclose, object, "H5Dget_space");
-    check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr), object,
-          "H5Sselect_hyperslab");
+    check(
+        H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr), object,
+        "H5Sselect_hyperslab");
     Handle mspace = check(H5Screate_simple(1, &count, nullptr), H5Sclose, object, "H5Screate_simple");
-    check(H5Dwrite(dataset.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, values.data()),
-          object, "H5Dwrite");
+    check(
+        H5Dwrite(dataset.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, values.data()), object,
+        "H5Dwrite");
   }
 
   Handle utf8_string_type(const std::string& object) const {
@@ -248,16 +250,15 @@ struct RunFile::Impl {
     return type;
   }
 
-  void write_root_attribute(const std::string& name, hid_t file_type, hid_t mem_type,
-                            const void* value) const {
+  void write_root_attribute(const std::string& name, hid_t file_type, hid_t mem_type, const void* value) const {
     const std::string object = "attribute \"" + name + "\" of /";
     if (check(H5Aexists(file.get(), name.c_str()), object, "H5Aexists")) {
       check(H5Adelete(file.get(), name.c_str()), object, "H5Adelete");
     }
     Handle space = check(H5Screate(H5S_SCALAR), H5Sclose, object, "H5Screate");
-    Handle attr =
-        check(H5Acreate2(file.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-              H5Aclose, object, "H5Acreate2");
+    Handle attr = check(
+        H5Acreate2(file.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, object,
+        "H5Acreate2");
     check(H5Awrite(attr.get(), mem_type, value), object, "H5Awrite");
   }
 
@@ -295,8 +296,8 @@ struct RunFile::Impl {
     return buf.substr(0, std::strlen(buf.c_str()));
   }
 
-  void write_array(const Handle& group, const std::string& name, const at::Tensor& tensor,
-                   const std::string& object) const {
+  void write_array(
+      const Handle& group, const std::string& name, const at::Tensor& tensor, const std::string& object) const {
     if (!tensor.defined()) fail_with(object + ": tensor is undefined");
     if (tensor.is_complex()) fail_with(object + ": complex tensors are not supported");
     // Floats of any width are stored as float32 (enough for logs); integers and bools as int64.
@@ -311,8 +312,8 @@ struct RunFile::Impl {
     if (dims.empty()) {
       space = check(H5Screate(H5S_SCALAR), H5Sclose, object, "H5Screate");  // scalars cannot be chunked
     } else {
-      space = check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose, object,
-                    "H5Screate_simple");
+      space = check(
+          H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose, object, "H5Screate_simple");
       if (t.numel() > 0) {  // a chunk may not exceed a fixed dimension of size 0
         const auto chunk = chunk_dims(dims, t.element_size());
         check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), object, "H5Pset_chunk");
@@ -321,16 +322,18 @@ struct RunFile::Impl {
       }
     }
     Handle dataset = check(
-        H5Dcreate2(group.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-        H5Dclose, object, "H5Dcreate2");
+        H5Dcreate2(group.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose,
+        object, "H5Dcreate2");
     if (t.numel() > 0) {
-      check(H5Dwrite(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()), object,
-            "H5Dwrite");
+      check(H5Dwrite(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()), object, "H5Dwrite");
     }
   }
 
-  void write_strings(const Handle& group, const std::string& name, const std::vector<std::string>& values,
-                     const std::string& object) const {
+  void write_strings(
+      const Handle& group,
+      const std::string& name,
+      const std::vector<std::string>& values,
+      const std::string& object) const {
     Handle type = utf8_string_type(object);
     const hsize_t n = values.size();
     Handle space = check(H5Screate_simple(1, &n, nullptr), H5Sclose, object, "H5Screate_simple");
@@ -341,23 +344,28 @@ struct RunFile::Impl {
       check(H5Pset_deflate(dcpl.get(), kGzipLevel), object, "H5Pset_deflate");
     }
     Handle dataset = check(
-        H5Dcreate2(group.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
-        H5Dclose, object, "H5Dcreate2");
+        H5Dcreate2(group.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose,
+        object, "H5Dcreate2");
     std::vector<const char*> ptrs;
     for (const auto& v : values) ptrs.push_back(v.c_str());
     if (n > 0) {
-      check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), object,
-            "H5Dwrite");
+      check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), object, "H5Dwrite");
     }
   }
 
   // A plain (unchunked) 1-D dataset of `n` values: the columns of a TableFile.
-  void write_column(const Handle& group, const std::string& name, hid_t file_type, hid_t mem_type,
-                    const void* data, hsize_t n, const std::string& object) const {
+  void write_column(
+      const Handle& group,
+      const std::string& name,
+      hid_t file_type,
+      hid_t mem_type,
+      const void* data,
+      hsize_t n,
+      const std::string& object) const {
     Handle space = check(H5Screate_simple(1, &n, nullptr), H5Sclose, object, "H5Screate_simple");
     Handle dataset = check(
-        H5Dcreate2(group.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-        H5Dclose, object, "H5Dcreate2");
+        H5Dcreate2(group.get(), name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose,
+        object, "H5Dcreate2");
     if (n > 0) {
       check(H5Dwrite(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), object, "H5Dwrite");
     }
@@ -371,8 +379,8 @@ struct RunFile::Impl {
   }
 
   // Reads a whole 1-D dataset of `n` elements as strings (variable- or fixed-length).
-  std::vector<std::string> read_strings(const Handle& dataset, hid_t file_type, hsize_t n,
-                                        const std::string& object) const {
+  std::vector<std::string> read_strings(
+      const Handle& dataset, hid_t file_type, hsize_t n, const std::string& object) const {
     std::vector<std::string> out;
     if (n == 0) return out;
     if (check(H5Tis_variable_str(file_type), object, "H5Tis_variable_str")) {
@@ -429,8 +437,7 @@ RunFile RunFile::create(const std::string& path, const std::map<std::string, std
   f.impl_ = std::make_unique<Impl>(path);
   Impl& m = *f.impl_;
   Handle fapl = m.access_plist();
-  m.file =
-      m.check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path, "H5Fcreate");
+  m.file = m.check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path, "H5Fcreate");
 
   m.write_root_attribute("schema_version", H5T_STD_I64LE, H5T_NATIVE_INT64, &kRunFileSchemaVersion);
   Handle str = m.utf8_string_type("root attributes");
@@ -453,8 +460,8 @@ RunFile RunFile::open(const std::string& path, bool writable) {
   f.impl_ = std::make_unique<Impl>(path);
   Impl& m = *f.impl_;
   Handle fapl = m.access_plist();
-  m.file = m.check(H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), H5Fclose, path,
-                   "H5Fopen");
+  m.file =
+      m.check(H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), H5Fclose, path, "H5Fopen");
   const std::string version = m.read_root_attribute("schema_version");
   if (version != std::to_string(kRunFileSchemaVersion)) {
     m.fail_with("schema_version " + version + ", expected " + std::to_string(kRunFileSchemaVersion));
@@ -560,8 +567,8 @@ void RunFile::remove_trajectories_after(std::int64_t epoch) {
   Handle g = m.open_group("/trajectories", false);
   std::vector<std::string> links;
   hsize_t idx = 0;
-  m.check(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_link_name, &links), "/trajectories",
-          "H5Literate");
+  m.check(
+      H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_link_name, &links), "/trajectories", "H5Literate");
   const std::string prefix = "epoch_";
   for (const auto& name : links) {
     if (name.rfind(prefix, 0) != 0) continue;
@@ -573,8 +580,8 @@ void RunFile::remove_trajectories_after(std::int64_t epoch) {
   }
 }
 
-void RunFile::write_trajectories(std::int64_t epoch, const std::map<std::string, at::Tensor>& arrays,
-                                 const std::vector<std::string>& prompts) {
+void RunFile::write_trajectories(
+    std::int64_t epoch, const std::map<std::string, at::Tensor>& arrays, const std::vector<std::string>& prompts) {
   quiet_hdf5_errors();
   Impl& m = *impl_;
   if (epoch < 0) m.fail_with("write_trajectories: negative epoch " + std::to_string(epoch));
@@ -602,8 +609,7 @@ std::vector<double> RunFile::read_curve(const std::string& group, const std::str
   const hsize_t n = m.curve_length(d, object);
   std::vector<double> out(n);
   if (n > 0) {
-    m.check(H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), object,
-            "H5Dread");
+    m.check(H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), object, "H5Dread");
   }
   return out;
 }
@@ -675,8 +681,9 @@ TableFile RunFile::read_table(const std::string& path) {
   TableFile t;
   std::vector<std::string> attributes;
   hsize_t idx = 0;
-  m.check(H5Aiterate2(m.file.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attribute_name, &attributes), "/",
-          "H5Aiterate2");
+  m.check(
+      H5Aiterate2(m.file.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attribute_name, &attributes), "/",
+      "H5Aiterate2");
   for (const auto& name : attributes) {
     const std::string object = "attribute \"" + name + "\" of /";
     Handle attr = m.check(H5Aopen(m.file.get(), name.c_str(), H5P_DEFAULT), H5Aclose, object, "H5Aopen");

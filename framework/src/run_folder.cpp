@@ -26,8 +26,8 @@ std::int64_t numbered(const std::string& name, const std::string& prefix, const 
   return std::stoll(digits);
 }
 
-void collect_differences(const json::object& a, const json::object& b, const std::string& prefix,
-                         std::vector<std::string>& out) {
+void collect_differences(
+    const json::object& a, const json::object& b, const std::string& prefix, std::vector<std::string>& out) {
   std::set<std::string> keys;
   for (const auto& kv : a) keys.insert(std::string(kv.key()));
   for (const auto& kv : b) keys.insert(std::string(kv.key()));
@@ -71,8 +71,7 @@ std::int64_t last_checkpoint_epoch(const std::string& run_dir) {
 }
 
 const std::vector<std::string>& resume_free_keys() {
-  static const std::vector<std::string> keys{"train.epochs", "output.progress", "output.dir", "name",
-                                             "description"};
+  static const std::vector<std::string> keys{"train.epochs", "output.progress", "output.dir", "name", "description"};
   return keys;
 }
 
@@ -122,10 +121,10 @@ void rewind_run_folder(const std::string& run_dir, RunFile& file, std::int64_t e
       ++keep;
     }
     if (train && keep != epoch) {
-      throw FileError(file.path(), "holds " + std::to_string(keep) + " training rows up to epoch " +
-                                       std::to_string(epoch) + ", but the checkpoint " + checkpoint_dir(run_dir, epoch) +
-                                       " is at epoch " + std::to_string(epoch) +
-                                       "; the run file and checkpoints are not of the same run");
+      throw FileError(
+          file.path(), "holds " + std::to_string(keep) + " training rows up to epoch " + std::to_string(epoch) +
+                           ", but the checkpoint " + checkpoint_dir(run_dir, epoch) + " is at epoch " +
+                           std::to_string(epoch) + "; the run file and checkpoints are not of the same run");
     }
     file.truncate_rows(group, keep);
   }

@@ -1,20 +1,20 @@
 #include "sdpo/safetensors.h"
 
 #include <ATen/ATen.h>
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -122,9 +122,14 @@ StringMap parse_metadata(const std::string& path, const boost::json::value& v) {
   return out;
 }
 
-at::Tensor parse_tensor(const std::string& path, const std::string& key, const boost::json::value& v,
-                        const std::uint8_t* data, std::uint64_t data_size, std::uint64_t* begin_out,
-                        std::uint64_t* end_out) {
+at::Tensor parse_tensor(
+    const std::string& path,
+    const std::string& key,
+    const boost::json::value& v,
+    const std::uint8_t* data,
+    std::uint64_t data_size,
+    std::uint64_t* begin_out,
+    std::uint64_t* end_out) {
   const std::string where = quoted(key);
   if (!v.is_object()) throw FileError(path, where + "entry is not an object");
   const auto& obj = v.get_object();
@@ -134,8 +139,9 @@ at::Tensor parse_tensor(const std::string& path, const std::string& key, const b
   const std::string dtype_name(dtype_v->get_string());
   const DtypeInfo* dtype = dtype_by_name(dtype_name);
   if (!dtype) {
-    throw FileError(path, where + "unsupported dtype \"" + dtype_name +
-                              "\" (expected F64, F32, F16, BF16, I64, I32, I16, I8, U8 or BOOL)");
+    throw FileError(
+        path, where + "unsupported dtype \"" + dtype_name +
+                  "\" (expected F64, F32, F16, BF16, I64, I32, I16, I8, U8 or BOOL)");
   }
 
   const auto* shape_v = obj.if_contains("shape");
@@ -156,21 +162,23 @@ at::Tensor parse_tensor(const std::string& path, const std::string& key, const b
 
   const auto* off_v = obj.if_contains("data_offsets");
   std::uint64_t begin = 0, end = 0;
-  if (!off_v || !off_v->is_array() || off_v->get_array().size() != 2 ||
-      !as_count(off_v->get_array()[0], &begin) || !as_count(off_v->get_array()[1], &end)) {
+  if (!off_v || !off_v->is_array() || off_v->get_array().size() != 2 || !as_count(off_v->get_array()[0], &begin) ||
+      !as_count(off_v->get_array()[1], &end)) {
     throw FileError(path, where + "\"data_offsets\" must be [begin, end] of non-negative integers");
   }
   if (begin > end) {
-    throw FileError(path, where + "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                              "] have begin > end");
+    throw FileError(
+        path, where + "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] have begin > end");
   }
   if (end > data_size) {
-    throw FileError(path, where + "data_offsets end " + std::to_string(end) + " is past the data section (" +
-                              std::to_string(data_size) + " bytes; file truncated?)");
+    throw FileError(
+        path, where + "data_offsets end " + std::to_string(end) + " is past the data section (" +
+                  std::to_string(data_size) + " bytes; file truncated?)");
   }
   if (end - begin != nbytes) {
-    throw FileError(path, where + "data_offsets span " + std::to_string(end - begin) + " bytes but dtype " +
-                              dtype_name + " and shape hold " + std::to_string(nbytes));
+    throw FileError(
+        path, where + "data_offsets span " + std::to_string(end - begin) + " bytes but dtype " + dtype_name +
+                  " and shape hold " + std::to_string(nbytes));
   }
 
   *begin_out = begin;
@@ -199,16 +207,17 @@ TensorMap safetensors_load(const std::string& path, StringMap* metadata) {
   std::uint64_t header_len = 0;
   std::memcpy(&header_len, file.data(), 8);
   if (header_len > size - 8) {
-    throw FileError(path, "header length " + std::to_string(header_len) + " exceeds the file (" +
-                              std::to_string(size) + " bytes; truncated or not a safetensors file)");
+    throw FileError(
+        path, "header length " + std::to_string(header_len) + " exceeds the file (" + std::to_string(size) +
+                  " bytes; truncated or not a safetensors file)");
   }
   if (header_len > kMaxHeaderBytes) {
     throw FileError(path, "header length " + std::to_string(header_len) + " exceeds the 100 MB limit");
   }
 
   boost::json::error_code ec;
-  boost::json::value header = boost::json::parse(
-      boost::json::string_view(reinterpret_cast<const char*>(file.data() + 8), header_len), ec);
+  boost::json::value header =
+      boost::json::parse(boost::json::string_view(reinterpret_cast<const char*>(file.data() + 8), header_len), ec);
   if (ec) throw FileError(path, "header is not valid JSON: " + ec.message());
   if (!header.is_object()) throw FileError(path, "header is not a JSON object");
 
@@ -236,18 +245,21 @@ TensorMap safetensors_load(const std::string& path, StringMap* metadata) {
   std::uint64_t expected = 0;
   for (const auto& [begin, end, key] : spans) {
     if (begin < expected) {
-      throw FileError(path, quoted(key) + "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                                "] overlap the previous tensor (ending at " + std::to_string(expected) + ")");
+      throw FileError(
+          path, quoted(key) + "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                    "] overlap the previous tensor (ending at " + std::to_string(expected) + ")");
     }
     if (begin > expected) {
-      throw FileError(path, quoted(key) + "data_offsets begin " + std::to_string(begin) +
-                                " leaves a hole after byte " + std::to_string(expected));
+      throw FileError(
+          path, quoted(key) + "data_offsets begin " + std::to_string(begin) + " leaves a hole after byte " +
+                    std::to_string(expected));
     }
     expected = end;
   }
   if (expected != data_size) {
-    throw FileError(path, "the tensors cover " + std::to_string(expected) + " bytes of a " +
-                              std::to_string(data_size) + "-byte data section (trailing bytes not described)");
+    throw FileError(
+        path, "the tensors cover " + std::to_string(expected) + " bytes of a " + std::to_string(data_size) +
+                  "-byte data section (trailing bytes not described)");
   }
   return tensors;
 }
@@ -270,16 +282,18 @@ void safetensors_save(const std::string& path, const TensorMap& tensors, const S
     if (!tensor.defined()) throw FileError(path, quoted(key) + "tensor is undefined");
     const DtypeInfo* dtype = dtype_by_type(tensor.scalar_type());
     if (!dtype) {
-      throw FileError(path, quoted(key) + "dtype " + std::string(c10::toString(tensor.scalar_type())) +
-                                " has no safetensors equivalent");
+      throw FileError(
+          path,
+          quoted(key) + "dtype " + std::string(c10::toString(tensor.scalar_type())) + " has no safetensors equivalent");
     }
     at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
     const std::uint64_t nbytes = static_cast<std::uint64_t>(t.numel()) * dtype->itemsize;
     boost::json::array shape;
     for (auto s : t.sizes()) shape.push_back(s);
-    header[key] = boost::json::object{{"dtype", dtype->name},
-                                      {"shape", std::move(shape)},
-                                      {"data_offsets", boost::json::array{offset, offset + nbytes}}};
+    header[key] = boost::json::object{
+        {"dtype", dtype->name},
+        {"shape", std::move(shape)},
+        {"data_offsets", boost::json::array{offset, offset + nbytes}}};
     offset += nbytes;
     cpu.emplace_back(key, std::move(t));
   }

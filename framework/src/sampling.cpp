@@ -9,8 +9,13 @@
 namespace sdpo {
 
 Trajectories sample_trajectories(
-    Model& model, Sampler& sampler, const at::Tensor& cond, const at::Tensor& x_T, std::int64_t num_steps,
-    at::Generator& generator, bool keep) {
+    Model& model,
+    Sampler& sampler,
+    const at::Tensor& cond,
+    const at::Tensor& x_T,
+    std::int64_t num_steps,
+    at::Generator& generator,
+    bool keep) {
   at::NoGradGuard no_grad;
   const auto ts = sampler.timesteps(num_steps);
   const int64_t n = x_T.size(0);

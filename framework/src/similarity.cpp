@@ -1,6 +1,7 @@
 #include "sdpo/similarity.h"
 
 #include <ATen/ATen.h>
+
 #include <algorithm>
 #include <limits>
 
@@ -14,7 +15,7 @@ at::Tensor similarity_to_steps(const at::Tensor& pred_x0, const at::Tensor& step
   auto flat = pred_x0.reshape({n, t, -1}).to(at::kFloat);
   auto unit = flat / flat.norm(2, -1, true).clamp_min(1e-8);
   auto idx = steps.to(at::kLong).to(flat.device()).unsqueeze(-1).expand({n, steps.size(1), unit.size(2)});
-  auto refs = unit.gather(1, idx);        // (N, Q, D)
+  auto refs = unit.gather(1, idx);             // (N, Q, D)
   return at::bmm(refs, unit.transpose(1, 2));  // (N, Q, T)
 }
 
@@ -32,11 +33,12 @@ at::Tensor anchor_argmin(const at::Tensor& sim_first, const at::Tensor& sim_last
 }
 
 at::Tensor dense_keep_exact(at::Tensor rewards, const at::Tensor& queried, const at::Tensor& steps) {
-  TORCH_CHECK(queried.dim() == 2 && queried.sizes() == steps.sizes(),
-              "dense rewards: queried rewards must be (N, Q) like the query steps ", steps.sizes(), ", got ",
-              queried.sizes());
-  TORCH_CHECK(rewards.dim() == 2 && rewards.size(0) == steps.size(0), "dense rewards: rewards must be (N, T) with N = ",
-              steps.size(0), ", got ", rewards.sizes());
+  TORCH_CHECK(
+      queried.dim() == 2 && queried.sizes() == steps.sizes(),
+      "dense rewards: queried rewards must be (N, Q) like the query steps ", steps.sizes(), ", got ", queried.sizes());
+  TORCH_CHECK(
+      rewards.dim() == 2 && rewards.size(0) == steps.size(0),
+      "dense rewards: rewards must be (N, T) with N = ", steps.size(0), ", got ", rewards.sizes());
   auto idx = steps.to(at::kLong).to(rewards.device());
   auto q = queried.to(rewards.scalar_type()).to(rewards.device());
   for (int64_t j = 0; j < idx.size(1); ++j) {
@@ -46,8 +48,9 @@ at::Tensor dense_keep_exact(at::Tensor rewards, const at::Tensor& queried, const
 }
 
 at::Tensor dense_similarity_weighted(const at::Tensor& queried, const at::Tensor& sims, const at::Tensor& steps) {
-  TORCH_CHECK(queried.dim() == 2 && sims.dim() == 3 && sims.size(1) == queried.size(1),
-              "dense rewards: queried (N, Q) and sims (N, Q, T) disagree: ", queried.sizes(), " vs ", sims.sizes());
+  TORCH_CHECK(
+      queried.dim() == 2 && sims.dim() == 3 && sims.size(1) == queried.size(1),
+      "dense rewards: queried (N, Q) and sims (N, Q, T) disagree: ", queried.sizes(), " vs ", sims.sizes());
   auto q = queried.to(sims.scalar_type());
   // 7.2 step 1 (the reference has no guard on the denominator, quirk 11.17).
   auto dense = (q.unsqueeze(-1) * sims).sum(1) / sims.sum(1);
@@ -84,8 +87,9 @@ at::Tensor random_anchors(std::int64_t n, std::int64_t num_steps, at::Generator&
 
 at::Tensor dense_linear_interpolation(const at::Tensor& first, const at::Tensor& last, std::int64_t num_steps) {
   TORCH_CHECK(num_steps >= 1, "interpolation: a trajectory needs at least one step, got T = ", num_steps);
-  TORCH_CHECK(first.dim() == 1 && first.sizes() == last.sizes(), "interpolation: first and last must be (N,), got ",
-              first.sizes(), " and ", last.sizes());
+  TORCH_CHECK(
+      first.dim() == 1 && first.sizes() == last.sizes(), "interpolation: first and last must be (N,), got ",
+      first.sizes(), " and ", last.sizes());
   auto f = first.to(at::kFloat).unsqueeze(1), l = last.to(at::kFloat).to(f.device()).unsqueeze(1);
   if (num_steps == 1) return l.clone();
   // 9.1: linear in the step index k. Written as (1 - w) f + w l so that w = 0 and w = 1 give the
@@ -96,9 +100,9 @@ at::Tensor dense_linear_interpolation(const at::Tensor& first, const at::Tensor&
 
 void check_queried(const QueryPlan& plan, const at::Tensor& queried, const char* who) {
   TORCH_CHECK(plan.steps.defined() && plan.steps.dim() == 2, "dense_reward '", who, "': the plan has no (N, Q) steps");
-  TORCH_CHECK(queried.dim() == 2 && queried.sizes() == plan.steps.sizes(), "dense_reward '", who,
-              "': queried rewards must be (N, Q) = ", plan.steps.sizes(), " like the planned steps, got ",
-              queried.sizes());
+  TORCH_CHECK(
+      queried.dim() == 2 && queried.sizes() == plan.steps.sizes(), "dense_reward '", who,
+      "': queried rewards must be (N, Q) = ", plan.steps.sizes(), " like the planned steps, got ", queried.sizes());
 }
 
 QueryPlan similarity_plan(const at::Tensor& pred_x0, const at::Tensor& anchor) {
@@ -111,11 +115,13 @@ QueryPlan similarity_plan(const at::Tensor& pred_x0, const at::Tensor& anchor) {
   if (t == 1) return p;  // one step, queried exactly: nothing to weight
   if (anchor.defined()) {
     TORCH_CHECK(t >= 3, "dense rewards: an anchor needs an interior step (T >= 3), got T = ", t);
-    TORCH_CHECK(anchor.dim() == 1 && anchor.size(0) == n, "dense rewards: anchor must be (N,) = (", n, "), got ",
-                anchor.sizes());
+    TORCH_CHECK(
+        anchor.dim() == 1 && anchor.size(0) == n, "dense rewards: anchor must be (N,) = (", n, "), got ",
+        anchor.sizes());
     p.anchor = anchor.to(opts);
-    TORCH_CHECK((p.anchor >= 0).all().item<bool>() && (p.anchor < t).all().item<bool>(),
-                "dense rewards: anchor steps must lie in [0, T-1] = [0, ", t - 1, "]");
+    TORCH_CHECK(
+        (p.anchor >= 0).all().item<bool>() && (p.anchor < t).all().item<bool>(),
+        "dense rewards: anchor steps must lie in [0, T-1] = [0, ", t - 1, "]");
     // 7.1 query order (first, last, anchor): the anchor's exact reward is written last.
     p.steps = at::cat({p.steps, p.anchor.unsqueeze(1)}, 1);
   }
@@ -124,8 +130,9 @@ QueryPlan similarity_plan(const at::Tensor& pred_x0, const at::Tensor& anchor) {
 }
 
 at::Tensor dense_exact_every_step(const at::Tensor& queried, const at::Tensor& steps, std::int64_t num_steps) {
-  TORCH_CHECK(queried.dim() == 2 && queried.sizes() == steps.sizes(),
-              "dense rewards: queried (N, Q) and steps (N, Q) disagree: ", queried.sizes(), " vs ", steps.sizes());
+  TORCH_CHECK(
+      queried.dim() == 2 && queried.sizes() == steps.sizes(),
+      "dense rewards: queried (N, Q) and steps (N, Q) disagree: ", queried.sizes(), " vs ", steps.sizes());
   const std::int64_t n = queried.size(0);
   auto idx = steps.to(at::kLong).to(queried.device());
   auto covered = at::zeros({n, num_steps}, idx.options().dtype(at::kBool)).scatter_(1, idx, true);

@@ -39,8 +39,9 @@ int parse_thread_count(const std::string& value, const std::string& what) {
     used = 0;
   }
   if (used == 0 || used != value.size() || n < 1 || n > kMaxThreads) {
-    throw Error(what + ": expected a thread count, a whole number in 1.." + std::to_string(kMaxThreads) + ", got '" +
-                value + "'");
+    throw Error(
+        what + ": expected a thread count, a whole number in 1.." + std::to_string(kMaxThreads) + ", got '" + value +
+        "'");
   }
   return static_cast<int>(n);
 }

@@ -3,8 +3,10 @@
 #include "sdpo/trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/api/include/torch/version.h>
+
 #include <boost/json.hpp>
 #include <chrono>
 #include <cmath>
@@ -13,7 +15,6 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
-#include <torch/csrc/api/include/torch/version.h>
 
 #include "data_parallel.h"
 #include "progress.h"
@@ -30,9 +31,9 @@
 #include "sdpo/model.h"
 #include "sdpo/normalizer.h"
 #include "sdpo/optimizer.h"
-#include "sdpo/registry.h"
 #include "sdpo/prompts.h"
 #include "sdpo/reference_model.h"
+#include "sdpo/registry.h"
 #include "sdpo/returns.h"
 #include "sdpo/reward.h"
 #include "sdpo/run_file.h"
@@ -146,21 +147,23 @@ struct Trainer::Impl {
   // A rank other than 0 only restores the training state (its own random stream included); the
   // run folder is rank 0's.
   void resume_state_only() {
-    counters = checkpoint_load(checkpoint_dir(dir, resumed_from), *c.model, optimizer.get(), c.normalizer.get(), &gen,
-                               dist->rank());
+    counters = checkpoint_load(
+        checkpoint_dir(dir, resumed_from), *c.model, optimizer.get(), c.normalizer.get(), &gen, dist->rank());
   }
 
   void resume() {
     const std::string run_path = (fs::path(dir) / "run.h5").string();
     if (resumed_from > m.train.epochs) {
-      throw ManifestError(m.file, "train.epochs",
-                          "the run in " + dir + " has a checkpoint at epoch " + std::to_string(resumed_from) +
-                              ", past train.epochs = " + std::to_string(m.train.epochs) +
-                              "; give at least that many epochs or another output folder");
+      throw ManifestError(
+          m.file, "train.epochs",
+          "the run in " + dir + " has a checkpoint at epoch " + std::to_string(resumed_from) +
+              ", past train.epochs = " + std::to_string(m.train.epochs) +
+              "; give at least that many epochs or another output folder");
     }
     if (!fs::exists(run_path)) {
-      throw FileError(run_path, "missing, but " + checkpoint_dir(dir, resumed_from) +
-                                    " exists: cannot resume without the run's curves");
+      throw FileError(
+          run_path,
+          "missing, but " + checkpoint_dir(dir, resumed_from) + " exists: cannot resume without the run's curves");
     }
     file = std::make_unique<RunFile>(RunFile::open(run_path));
     boost::system::error_code ec;
@@ -172,23 +175,24 @@ struct Trainer::Impl {
       for (const auto& d : diffs) list += (list.empty() ? "" : ", ") + d;
       std::string free;
       for (const auto& k : resume_free_keys()) free += (free.empty() ? "" : ", ") + k;
-      throw ManifestError(m.file, diffs.front(),
-                          "differs from the manifest of the run being resumed in " + dir + " (at " + list +
-                              "); a resume may change only " + free);
+      throw ManifestError(
+          m.file, diffs.front(),
+          "differs from the manifest of the run being resumed in " + dir + " (at " + list +
+              "); a resume may change only " + free);
     }
     counters = checkpoint_load(checkpoint_dir(dir, resumed_from), *c.model, optimizer.get(), c.normalizer.get(), &gen);
     if (counters.epoch != resumed_from) {
-      throw FileError(checkpoint_dir(dir, resumed_from),
-                      "holds the counters of epoch " + std::to_string(counters.epoch) + ", not " +
-                          std::to_string(resumed_from));
+      throw FileError(
+          checkpoint_dir(dir, resumed_from),
+          "holds the counters of epoch " + std::to_string(counters.epoch) + ", not " + std::to_string(resumed_from));
     }
     rewind_run_folder(dir, *file, resumed_from, m);
     file->set_attribute("manifest", m.text());
     // The resumed piece runs with this process's threads (the speed of its epochs depends on it).
     file->set_attribute("intra_op_threads", std::to_string(intra_op_threads()));
     file->flush();
-    std::cerr << "resuming " << dir << " from its checkpoint at epoch " << resumed_from << " of "
-              << m.train.epochs << "\n";
+    std::cerr << "resuming " << dir << " from its checkpoint at epoch " << resumed_from << " of " << m.train.epochs
+              << "\n";
   }
 
   // Collective with several ranks (every rank calls it at the same points): device_seconds is
@@ -212,18 +216,19 @@ struct Trainer::Impl {
     if (dist) rng_states = dist->all_gather(gen.get_state().unsqueeze(0), "random states");
     if (!writes()) return;
     for (auto& t : rng_states) t = t.squeeze(0);
-    checkpoint_save(checkpoint_dir(dir, counters.epoch), *c.model, *optimizer, *c.normalizer, gen, counters,
-                    rng_states);
+    checkpoint_save(
+        checkpoint_dir(dir, counters.epoch), *c.model, *optimizer, *c.normalizer, gen, counters, rng_states);
   }
 
   std::map<std::string, double> counter_row() {
     tick_clocks();
-    return {{"epoch", static_cast<double>(counters.epoch)},
-            {"samples", static_cast<double>(counters.samples)},
-            {"reward_queries", static_cast<double>(counters.reward_queries)},
-            {"wall_seconds", counters.wall_seconds},
-            {"device_seconds", counters.device_seconds},
-            {"devices", static_cast<double>(dist ? dist->world_size() : 1)}};  // one device per process
+    return {
+        {"epoch", static_cast<double>(counters.epoch)},
+        {"samples", static_cast<double>(counters.samples)},
+        {"reward_queries", static_cast<double>(counters.reward_queries)},
+        {"wall_seconds", counters.wall_seconds},
+        {"device_seconds", counters.device_seconds},
+        {"devices", static_cast<double>(dist ? dist->world_size() : 1)}};  // one device per process
   }
 
   // Every rank evaluates its share (evaluation.h); rank 0 logs and draws the grid.
@@ -268,8 +273,14 @@ struct Trainer::Impl {
   // Steps 1-3 of the epoch's sampling batches [first, first + count) for one rank, every random
   // draw from `gen`: the buffer up to its dense and final rewards (no returns, no advantages yet).
   // Adds the reward queries to `queries`.
-  RolloutBuffer sample_batches(at::Generator& gen, std::int64_t T, std::int64_t first, std::int64_t count,
-                               EpochTimes& times, Progress* bar, std::int64_t& queries) {
+  RolloutBuffer sample_batches(
+      at::Generator& gen,
+      std::int64_t T,
+      std::int64_t first,
+      std::int64_t count,
+      EpochTimes& times,
+      Progress* bar,
+      std::int64_t& queries) {
     const auto spec = c.algorithm->spec();
     const auto& pool = c.prompts->train_prompts();
     const std::int64_t B = m.train.batch_size;
@@ -302,11 +313,11 @@ struct Trainer::Impl {
       at::Tensor scores, dense;
       if (spec.final_image_reward) {
         // 3'. sparse reward of the decoded final sample, copied along the trajectory.
-        const at::Tensor final_image = c.sampler->final_image_is_pred_x0()
-                                           ? tr.pred_x0.select(1, tr.pred_x0.size(1) - 1)
-                                           : tr.final_sample;
+        const at::Tensor final_image =
+            c.sampler->final_image_is_pred_x0() ? tr.pred_x0.select(1, tr.pred_x0.size(1) - 1) : tr.final_sample;
         auto images = timed(times.decode, device, [&] { return c.decoder->decode(final_image); });
-        scores = timed(times.reward, device, [&] { return c.reward->score(images, prompts); }).to(at::kFloat).view({N, 1});
+        scores =
+            timed(times.reward, device, [&] { return c.reward->score(images, prompts); }).to(at::kFloat).view({N, 1});
         check_finite(scores, "reward '" + m.reward.name + "'", counters.epoch + 1);
         plan.num_steps = T;
         plan.steps = at::full({N, 1}, T - 1, at::TensorOptions().dtype(at::kLong));
@@ -369,8 +380,8 @@ struct Trainer::Impl {
 
   // The batches [first, first + count) of this epoch: this process's and, with
   // TrainerOptions::sampling_ranks, the simulated ranks' too, as their union.
-  RolloutBuffer sample_round(std::int64_t T, std::int64_t first, std::int64_t count, EpochTimes& times, Progress& bar,
-                             std::int64_t& queries) {
+  RolloutBuffer sample_round(
+      std::int64_t T, std::int64_t first, std::int64_t count, EpochTimes& times, Progress& bar, std::int64_t& queries) {
     RolloutBuffer buf = sample_batches(gen, T, first, count, times, &bar, queries);
     if (simulated_rank_gens.empty()) return buf;
     std::vector<RolloutBuffer> parts{std::move(buf)};
@@ -406,7 +417,7 @@ struct Trainer::Impl {
 
     // 5. the algorithm's updates (gradients all-reduced at each optimizer step: see the
     // constructor's gradient hook).
-    UpdateContext ctx{*c.model, *c.sampler, *optimizer, gen, counters.epoch + 1, m.train.train_batch_size,
+    UpdateContext ctx{*c.model,       *c.sampler, *optimizer, gen, counters.epoch + 1, m.train.train_batch_size,
                       reference.get()};
     return timed(times.update, device, [&] { return c.algorithm->update(buf, ctx); });
   }
@@ -414,8 +425,9 @@ struct Trainer::Impl {
   void train_epoch() {
     const bool per_batch = m.train.update_schedule == "per_batch";
     const std::int64_t n_b = m.train.batches_per_epoch;
-    Progress bar(m.output.progress, "epoch " + std::to_string(counters.epoch + 1) + "/" + std::to_string(m.train.epochs),
-                 n_b + (per_batch ? n_b : 1));
+    Progress bar(
+        m.output.progress, "epoch " + std::to_string(counters.epoch + 1) + "/" + std::to_string(m.train.epochs),
+        n_b + (per_batch ? n_b : 1));
     std::int64_t queries = 0;
     EpochTimes times;
     const auto epoch_start = std::chrono::steady_clock::now();
@@ -482,9 +494,12 @@ struct Trainer::Impl {
     // Trajectories of rank 0's own rows only (every rank's would be world_size times the data).
     if (file && m.output.save_trajectories) {
       std::map<std::string, at::Tensor> arrays{
-          {"queried_rewards", buf.queried_rewards}, {"query_steps", buf.query_steps},
-          {"dense_rewards", buf.dense_rewards},     {"returns", buf.returns},
-          {"advantages", buf.advantages},           {"log_probs", buf.log_probs},
+          {"queried_rewards", buf.queried_rewards},
+          {"query_steps", buf.query_steps},
+          {"dense_rewards", buf.dense_rewards},
+          {"returns", buf.returns},
+          {"advantages", buf.advantages},
+          {"log_probs", buf.log_probs},
           {"timesteps", buf.timesteps}};
       if (buf.anchor_step.defined()) arrays["anchor_step"] = buf.anchor_step;
       if (buf.similarities.defined()) arrays["similarities"] = buf.similarities;
@@ -515,7 +530,8 @@ Trainer::Trainer(Manifest manifest, TrainerOptions options) : impl_(std::make_un
     s.device = c10::Device(s.m.device);
   }
   if (s.dist && s.opts.sampling_ranks > 1) {
-    throw Error("TrainerOptions::sampling_ranks simulates ranks in one process; it cannot be combined with WORLD_SIZE > 1");
+    throw Error(
+        "TrainerOptions::sampling_ranks simulates ranks in one process; it cannot be combined with WORLD_SIZE > 1");
   }
   s.dir = s.opts.output_dir.empty() ? (fs::path(s.m.output.dir) / s.m.name).string() : s.opts.output_dir;
   s.c = build_components(s.m, ComponentSet::kTraining);
@@ -601,9 +617,8 @@ void Trainer::Impl::run() {
   // The clocks continue from the checkpoint's counters, so wall_seconds and device_seconds stay
   // cumulative over the pieces of a resumed run. With several ranks each rank's clock starts at
   // 0 and tick_clocks() adds their sum to the checkpoint's.
-  s.wall_start = std::chrono::steady_clock::now() -
-                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                     std::chrono::duration<double>(s.counters.wall_seconds));
+  s.wall_start = std::chrono::steady_clock::now() - std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                        std::chrono::duration<double>(s.counters.wall_seconds));
   s.device_seconds_base = s.counters.device_seconds;
   s.device_clock = std::make_unique<DeviceClock>(s.device, s.dist ? 0.0 : s.counters.device_seconds);
   bool epoch_done = false;
@@ -631,9 +646,9 @@ void Trainer::Impl::run() {
     }
     const std::string when = epoch_done ? "after epoch " + std::to_string(s.counters.epoch)
                                         : "during epoch " + std::to_string(s.counters.epoch + 1);
-    throw Error("run '" + s.m.name + "' stopped " + when + ": " + e.what() +
-                " (run file " + run_path + " holds every completed epoch; " +
-                "checkpoints in " + (fs::path(s.dir) / "checkpoints").string() + ")");
+    throw Error(
+        "run '" + s.m.name + "' stopped " + when + ": " + e.what() + " (run file " + run_path +
+        " holds every completed epoch; " + "checkpoints in " + (fs::path(s.dir) / "checkpoints").string() + ")");
   }
   if (s.file) {
     s.file->flush();

@@ -1,12 +1,11 @@
 // Reward `aesthetic`: the LAION aesthetic predictor v2 (research/models.md 6.1) on OpenAI CLIP
 // ViT-L/14 image features (models.md 7), as SDPO, DDPO and RLCM score images:
-//   pixels  = clip_preprocess(images)                      (models.md 6.0; clip_text/clip_image.h)
+//   pixels  = clip_preprocess(images)                      (models.md 6.0; sdpo/models/clip/clip_image.h)
 //   feature = visual_projection(post_layernorm(CLS))       (CLIPModel.get_image_features, (B, 768))
 //   score   = head(feature / ||feature||_2).squeeze(1)     (B,)
 // The head is five Linear layers with no nonlinearity in between (the original's ReLUs are
 // commented out; its dropouts are inactive at evaluation), i.e. one affine map 768 -> 1.
 
-#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
@@ -19,14 +18,15 @@
 #include <string>
 #include <vector>
 
-#include "clip_text/clip_image.h"
-#include "clip_text/clip_text_model.h"
-#include "clip_text/clip_vision_model.h"
 #include "sdpo/error.h"
 #include "sdpo/json.h"
+#include "sdpo/models/clip/clip_image.h"
+#include "sdpo/models/clip/clip_text_model.h"
+#include "sdpo/models/clip/clip_vision_model.h"
+#include "sdpo/models/nn/hf_config.h"
+#include "sdpo/models/nn/layers.h"
+#include "sdpo/models/nn/weight_dtype.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
-#include "sdpo/nn/layers.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"
 

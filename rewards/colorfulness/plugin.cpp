@@ -8,11 +8,13 @@
 // 15 slightly, 33 moderately, 45 averagely, 59 quite, 82 highly, 109 extremely colorful).
 // The reward is scale * M: scale 1 (default) keeps those units.
 
+#include "sdpo/plugin.h"
+
 #include <ATen/ATen.h>
+
 #include <memory>
 
 #include "sdpo/error.h"
-#include "sdpo/plugin.h"
 #include "sdpo/reward.h"
 
 namespace {
@@ -23,8 +25,7 @@ struct ColorfulnessOptions {
   static ColorfulnessOptions read(sdpo::OptionReader& r) {
     ColorfulnessOptions o;
     o.scale = r.number(
-        "scale", 1.0, 1e-6, 1e6,
-        "multiplies the metric; 1 keeps Hasler-Suesstrunk units (gray 0, very colorful ~100)");
+        "scale", 1.0, 1e-6, 1e6, "multiplies the metric; 1 keeps Hasler-Suesstrunk units (gray 0, very colorful ~100)");
     return o;
   }
 };
@@ -36,12 +37,11 @@ class ColorfulnessReward : public sdpo::Reward {
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
     if (images.dim() != 4 || images.size(1) != 3)
       throw sdpo::Error(
-          "reward 'colorfulness': expected images (B, 3, H, W), got a " + std::to_string(images.dim()) +
-          "-d tensor");
+          "reward 'colorfulness': expected images (B, 3, H, W), got a " + std::to_string(images.dim()) + "-d tensor");
     // Float64 so that a flat image gives exactly 0 and the hand-checked cases match to 1e-9.
     const at::Tensor x = images.detach().to(at::kDouble).clamp(0.0, 1.0).mul(255.0).flatten(2);
     const at::Tensor r = x.select(1, 0), g = x.select(1, 1), b = x.select(1, 2);
-    const at::Tensor rg = r - g;                // (B, H*W)
+    const at::Tensor rg = r - g;  // (B, H*W)
     const at::Tensor yb = 0.5 * (r + g) - b;
     // Population variances (numpy's default, as in the usual reference implementation).
     const auto var = [](const at::Tensor& v) { return (v - v.mean(1, true)).square().mean(1); };
@@ -58,8 +58,8 @@ class ColorfulnessReward : public sdpo::Reward {
 
 void register_colorfulness(sdpo::Registry& r) {
   r.add<sdpo::Reward, ColorfulnessOptions>(
-      "colorfulness", "Hasler-Suesstrunk colorfulness of the image (0 for gray)",
-      &ColorfulnessOptions::read, [](const ColorfulnessOptions& o, const sdpo::ComponentConfig&) {
+      "colorfulness", "Hasler-Suesstrunk colorfulness of the image (0 for gray)", &ColorfulnessOptions::read,
+      [](const ColorfulnessOptions& o, const sdpo::ComponentConfig&) {
         return std::make_shared<ColorfulnessReward>(o);
       });
 }

@@ -6,9 +6,8 @@
 //   txt    = encode_text(open_clip_tokenize(prompt)) (B, 1024)  text_projection at argmax(ids)
 //   score  = cosine(img, txt)                        no logit scale (HPSv2 and SDPO alike)
 // The open_clip state dict is loaded into the shared CLIPModel through the key mapping of
-// clip_text/open_clip.h.
+// sdpo/models/clip/open_clip.h.
 
-#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
@@ -20,13 +19,14 @@
 #include <string>
 #include <vector>
 
-#include "clip_text/clip_model.h"
-#include "clip_text/open_clip.h"
-#include "clip_text/tokenizer.h"
 #include "sdpo/error.h"
 #include "sdpo/json.h"
+#include "sdpo/models/clip/clip_model.h"
+#include "sdpo/models/clip/open_clip.h"
+#include "sdpo/models/nn/hf_config.h"
+#include "sdpo/models/nn/weight_dtype.h"
+#include "sdpo/models/tokenizers/clip_tokenizer.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"
 
@@ -115,9 +115,7 @@ class HPSv2Reward final : public Reward {
   bool needs_prompts() const override { return true; }
 
   void to(c10::Device device) override {
-    placement_.move_to(device, [&](c10::Device d) {
-      model_->to(d);
-    });
+    placement_.move_to(device, [&](c10::Device d) { model_->to(d); });
   }
 
  private:

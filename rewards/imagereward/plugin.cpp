@@ -18,13 +18,13 @@
 #include <string>
 #include <vector>
 
-#include "imagereward/blip_model.h"
-#include "imagereward/wordpiece.h"
 #include "sdpo/error.h"
 #include "sdpo/json.h"
+#include "sdpo/models/blip/blip_model.h"
+#include "sdpo/models/nn/hf_config.h"
+#include "sdpo/models/nn/weight_dtype.h"
+#include "sdpo/models/tokenizers/wordpiece.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
-#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"
 
@@ -134,9 +134,7 @@ class ImageReward final : public Reward {
   bool needs_prompts() const override { return true; }
 
   void to(c10::Device device) override {
-    placement_.move_to(device, [&](c10::Device d) {
-      model_->to(d);
-    });
+    placement_.move_to(device, [&](c10::Device d) { model_->to(d); });
   }
 
  private:

@@ -1,6 +1,7 @@
 #include "jpeg_encoder.h"
 
 #include <turbojpeg.h>
+
 #include <string>
 
 #include "sdpo/error.h"
@@ -31,8 +32,15 @@ unsigned char* tj_alloc(tjhandle handle, unsigned long bytes) {
 }
 
 unsigned long tj_compress(
-    tjhandle handle, const std::uint8_t* rgb, int width, int height, unsigned char* buffer,
-    unsigned long capacity, int subsamp, int quality, int flags) {
+    tjhandle handle,
+    const std::uint8_t* rgb,
+    int width,
+    int height,
+    unsigned char* buffer,
+    unsigned long capacity,
+    int subsamp,
+    int quality,
+    int flags) {
   unsigned long size = capacity;
   if (tjCompress2(handle, rgb, width, 0, height, TJPF_RGB, &buffer, &size, subsamp, quality, flags) != 0)
     fail(handle, "tjCompress2");
@@ -62,8 +70,7 @@ std::size_t JpegEncoder::encoded_size(const std::uint8_t* rgb, int width, int he
   // NOTE: TurboJPEG picks the fast integer DCT below quality 96 unless told otherwise; PIL (and
   // so DDPO's reward) uses libjpeg's default, the accurate islow DCT.
   return tj_compress(
-      handle_, rgb, width, height, buffer_, capacity_, TJSAMP_420, quality,
-      TJFLAG_ACCURATEDCT | TJFLAG_NOREALLOC);
+      handle_, rgb, width, height, buffer_, capacity_, TJSAMP_420, quality, TJFLAG_ACCURATEDCT | TJFLAG_NOREALLOC);
 }
 
 }  // namespace sdpo::jpeg

@@ -23,8 +23,8 @@ class JpegEncoder {
   std::size_t encoded_size(const std::uint8_t* rgb, int width, int height, int quality);
 
  private:
-  void* handle_ = nullptr;            // tjhandle
-  unsigned char* buffer_ = nullptr;   // tjAlloc'd, reused across images
+  void* handle_ = nullptr;           // tjhandle
+  unsigned char* buffer_ = nullptr;  // tjAlloc'd, reused across images
   unsigned long capacity_ = 0;
 };
 

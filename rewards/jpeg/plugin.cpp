@@ -3,11 +3,13 @@
 // quality-95 JPEG; compressibility is its negative. Images are quantized as DDPO does,
 // round(x * 255) clamped to 0..255, and encoded as 8-bit RGB.
 
+#include "sdpo/plugin.h"
+
 #include <ATen/ATen.h>
+
 #include <memory>
 
 #include "jpeg_encoder.h"
-#include "sdpo/plugin.h"
 #include "sdpo/reward.h"
 
 namespace {
@@ -31,8 +33,7 @@ class JpegSizeReward : public sdpo::Reward {
   at::Tensor score(const at::Tensor& images, const std::vector<std::string>& prompts) override {
     if (images.dim() != 4 || images.size(1) != 3)
       throw sdpo::Error(
-          "reward '" + name_ + "': expected images (B, 3, H, W), got " + std::to_string(images.dim()) +
-          "-d tensor");
+          "reward '" + name_ + "': expected images (B, 3, H, W), got " + std::to_string(images.dim()) + "-d tensor");
     const at::Tensor bytes = images.detach()
                                  .to(at::kCPU, at::kFloat)
                                  .mul(255.0)
@@ -51,7 +52,8 @@ class JpegSizeReward : public sdpo::Reward {
     const std::uint8_t* data = bytes.data_ptr<std::uint8_t>();
     const std::int64_t stride = static_cast<std::int64_t>(height) * width * 3;
     for (std::int64_t i = 0; i < batch; ++i) {
-      const std::size_t size = encoder.encoded_size(data + i * stride, width, height, static_cast<int>(options_.quality));
+      const std::size_t size =
+          encoder.encoded_size(data + i * stride, width, height, static_cast<int>(options_.quality));
       o[i] = static_cast<float>(sign_ * static_cast<double>(size) / 1000.0);
     }
     return out.to(images.device());
@@ -67,13 +69,13 @@ class JpegSizeReward : public sdpo::Reward {
 
 void register_jpeg(sdpo::Registry& r) {
   r.add<sdpo::Reward, JpegOptions>(
-      "jpeg_compressibility", "minus the image's JPEG size in kB (DDPO); higher = simpler image",
-      &JpegOptions::read, [](const JpegOptions& o, const sdpo::ComponentConfig&) {
+      "jpeg_compressibility", "minus the image's JPEG size in kB (DDPO); higher = simpler image", &JpegOptions::read,
+      [](const JpegOptions& o, const sdpo::ComponentConfig&) {
         return std::make_shared<JpegSizeReward>(o, -1.0, "jpeg_compressibility");
       });
   r.add<sdpo::Reward, JpegOptions>(
-      "jpeg_incompressibility", "the image's JPEG size in kB (DDPO); higher = more detail",
-      &JpegOptions::read, [](const JpegOptions& o, const sdpo::ComponentConfig&) {
+      "jpeg_incompressibility", "the image's JPEG size in kB (DDPO); higher = more detail", &JpegOptions::read,
+      [](const JpegOptions& o, const sdpo::ComponentConfig&) {
         return std::make_shared<JpegSizeReward>(o, 1.0, "jpeg_incompressibility");
       });
 }

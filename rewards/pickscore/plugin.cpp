@@ -6,7 +6,6 @@
 //   score  = cosine(img, txt)                                 scale "cosine" (SDPO's scorer)
 //          = exp(logit_scale) * cosine(img, txt)              scale "logit"  (the official PickScore)
 
-#include "sdpo/nn/weight_dtype.h"
 #include "sdpo/plugin.h"
 
 #include <ATen/ATen.h>
@@ -18,13 +17,14 @@
 #include <string>
 #include <vector>
 
-#include "clip_text/clip_model.h"
-#include "clip_text/clip_text_model.h"
-#include "clip_text/tokenizer.h"
 #include "sdpo/error.h"
 #include "sdpo/json.h"
+#include "sdpo/models/clip/clip_model.h"
+#include "sdpo/models/clip/clip_text_model.h"
+#include "sdpo/models/nn/hf_config.h"
+#include "sdpo/models/nn/weight_dtype.h"
+#include "sdpo/models/tokenizers/clip_tokenizer.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"
 
@@ -123,9 +123,7 @@ class PickScoreReward final : public Reward {
   bool needs_prompts() const override { return true; }
 
   void to(c10::Device device) override {
-    placement_.move_to(device, [&](c10::Device d) {
-      model_->to(d);
-    });
+    placement_.move_to(device, [&](c10::Device d) { model_->to(d); });
   }
 
  private:

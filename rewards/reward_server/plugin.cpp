@@ -8,6 +8,8 @@
 // retried once on a freshly started server; a bad answer or a reported error is not (the same
 // request would get the same answer).
 
+#include "sdpo/plugin.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -18,7 +20,6 @@
 
 #include "protocol.h"
 #include "sdpo/error.h"
-#include "sdpo/plugin.h"
 #include "sdpo/reward.h"
 #include "subprocess.h"
 
@@ -77,8 +78,7 @@ std::string seconds_str(double s) {
 class RewardServerReward : public sdpo::Reward {
  public:
   explicit RewardServerReward(RewardServerOptions options)
-      : options_(std::move(options)),
-        who_("reward 'reward_server' (command: " + shell_words(options_.command) + ")") {
+      : options_(std::move(options)), who_("reward 'reward_server' (command: " + shell_words(options_.command) + ")") {
     start();
   }
 
@@ -90,8 +90,9 @@ class RewardServerReward : public sdpo::Reward {
     }
     const std::int64_t B = images.size(0), H = images.size(2), W = images.size(3);
     if (needs_prompts_ && static_cast<std::int64_t>(prompts.size()) != B) {
-      throw sdpo::Error(who_ + ": the server needs prompts (its handshake says so), got " +
-                        std::to_string(prompts.size()) + " prompts for " + std::to_string(B) + " images");
+      throw sdpo::Error(
+          who_ + ": the server needs prompts (its handshake says so), got " + std::to_string(prompts.size()) +
+          " prompts for " + std::to_string(B) + " images");
     }
     if (B == 0) return at::zeros({0}, images.options().dtype(at::kFloat));
     const at::Tensor x = images.detach().to(at::kFloat);
@@ -155,14 +156,16 @@ class RewardServerReward : public sdpo::Reward {
       case Subprocess::Io::kTimeout:
         server_->stop(std::chrono::milliseconds(0));
         server_.reset();
-        throw sdpo::Error(who_ + ": no handshake line within " + seconds_str(options_.startup_timeout_seconds) +
-                          " (startup_timeout_seconds); the server was killed");
+        throw sdpo::Error(
+            who_ + ": no handshake line within " + seconds_str(options_.startup_timeout_seconds) +
+            " (startup_timeout_seconds); the server was killed");
       case Subprocess::Io::kClosed:
         throw sdpo::Error(who_ + ": the server " + stop_server(kCrashGrace) + " before its handshake");
       case Subprocess::Io::kTooLong:
         stop_server(std::chrono::milliseconds(0));
-        throw sdpo::Error(who_ + ": its first line is longer than " +
-                          std::to_string(sdpo::reward_server::kMaxLineBytes) + " bytes; not a handshake");
+        throw sdpo::Error(
+            who_ + ": its first line is longer than " + std::to_string(sdpo::reward_server::kMaxLineBytes) +
+            " bytes; not a handshake");
     }
     sdpo::reward_server::Handshake h;
     try {
@@ -173,8 +176,9 @@ class RewardServerReward : public sdpo::Reward {
     }
     if (started_ && h.needs_prompts != needs_prompts_) {
       stop_server(Subprocess::kShutdownGrace);
-      throw sdpo::Error(who_ + ": the restarted server's handshake changed \"needs_prompts\" to " +
-                        (h.needs_prompts ? "true" : "false"));
+      throw sdpo::Error(
+          who_ + ": the restarted server's handshake changed \"needs_prompts\" to " +
+          (h.needs_prompts ? "true" : "false"));
     }
     needs_prompts_ = h.needs_prompts;
     started_ = true;
@@ -194,8 +198,12 @@ class RewardServerReward : public sdpo::Reward {
 
   // One request with the retry of protocol version 1: a timeout or a dead server is retried once
   // on a fresh server; a second failure throws, naming both.
-  std::vector<double> request(const std::uint8_t* pixels, std::int64_t count, std::int64_t height, std::int64_t width,
-                              const std::vector<std::string>& prompts) {
+  std::vector<double> request(
+      const std::uint8_t* pixels,
+      std::int64_t count,
+      std::int64_t height,
+      std::int64_t width,
+      const std::vector<std::string>& prompts) {
     // A server stopped by an earlier failure (or a bad answer) is started afresh.
     if (!server_) start();
     const std::int64_t id = next_id_++;
@@ -208,24 +216,30 @@ class RewardServerReward : public sdpo::Reward {
     } catch (const sdpo::Error& e) {
       std::string why = e.what();
       if (why.rfind(who_ + ": ", 0) == 0) why.erase(0, who_.size() + 2);
-      throw sdpo::Error(who_ + ": request " + std::to_string(id) + ": " + *first +
-                        "; restarting the server for the one retry failed: " + why);
+      throw sdpo::Error(
+          who_ + ": request " + std::to_string(id) + ": " + *first +
+          "; restarting the server for the one retry failed: " + why);
     }
     const std::int64_t retry_id = next_id_++;
     const std::string retry_header = sdpo::reward_server::request_header(retry_id, count, height, width, prompts);
     auto second = attempt(retry_id, retry_header, pixels, count * height * width * 3, count, scores);
     if (!second) return scores;
-    throw sdpo::Error(who_ + ": request " + std::to_string(retry_id) + " (the retry of request " + std::to_string(id) +
-                      "): " + *second + "; giving up after one retry (request " + std::to_string(id) + ": " + *first +
-                      ")");
+    throw sdpo::Error(
+        who_ + ": request " + std::to_string(retry_id) + " (the retry of request " + std::to_string(id) +
+        "): " + *second + "; giving up after one retry (request " + std::to_string(id) + ": " + *first + ")");
   }
 
   // Sends one request and reads its answer. Returns nullopt with `scores` filled on success, or
   // what went wrong when it may be retried (timeout, dead server; the server is then stopped).
   // Throws when it may not: a reported error (server kept) or a bad answer (server stopped, since
   // the next line on the pipe could still belong to this request).
-  std::optional<std::string> attempt(std::int64_t id, const std::string& header, const std::uint8_t* pixels,
-                                     std::int64_t bytes, std::int64_t count, std::vector<double>& scores) {
+  std::optional<std::string> attempt(
+      std::int64_t id,
+      const std::string& header,
+      const std::uint8_t* pixels,
+      std::int64_t bytes,
+      std::int64_t count,
+      std::vector<double>& scores) {
     const auto deadline = Subprocess::Clock::now() + to_duration(options_.timeout_seconds);
     Subprocess::Io io = server_->write_all(header.data(), header.size(), deadline);
     if (io == Subprocess::Io::kDone) io = server_->write_all(pixels, static_cast<std::size_t>(bytes), deadline);
@@ -234,8 +248,9 @@ class RewardServerReward : public sdpo::Reward {
     io = server_->read_line(line, deadline, sdpo::reward_server::kMaxLineBytes);
     if (io == Subprocess::Io::kTooLong) {
       stop_server(std::chrono::milliseconds(0));
-      throw sdpo::Error(who_ + ": request " + std::to_string(id) + ": the answer is longer than " +
-                        std::to_string(sdpo::reward_server::kMaxLineBytes) + " bytes without a newline; not retried");
+      throw sdpo::Error(
+          who_ + ": request " + std::to_string(id) + ": the answer is longer than " +
+          std::to_string(sdpo::reward_server::kMaxLineBytes) + " bytes without a newline; not retried");
     }
     if (io != Subprocess::Io::kDone) return lost(io, "before answering");
 
@@ -281,14 +296,14 @@ class RewardServerReward : public sdpo::Reward {
 
 void register_reward_server(sdpo::Registry& r) {
   r.add<sdpo::Reward, RewardServerOptions>(
-      "reward_server",
-      "scores from a separate server process (any language) over stdin/stdout, protocol version 1",
+      "reward_server", "scores from a separate server process (any language) over stdin/stdout, protocol version 1",
       &RewardServerOptions::read, [](const RewardServerOptions& o, const sdpo::ComponentConfig& cfg) {
         // Checked here rather than in read(): read() also runs for `sdpo plugins`, with no options.
         if (o.command.empty() || o.command[0].empty()) {
-          throw sdpo::ManifestError(cfg.file, cfg.json_path + ".command",
-                                    "reward 'reward_server': required: the server's argv as a non-empty list of "
-                                    "strings, e.g. [\"/usr/bin/python3\", \"rewards/reward_server/example_server.py\"]");
+          throw sdpo::ManifestError(
+              cfg.file, cfg.json_path + ".command",
+              "reward 'reward_server': required: the server's argv as a non-empty list of "
+              "strings, e.g. [\"/usr/bin/python3\", \"rewards/reward_server/example_server.py\"]");
         }
         return std::make_shared<RewardServerReward>(o);
       });

@@ -4,7 +4,6 @@
 #include "protocol.h"
 
 #include <boost/json.hpp>
-
 #include <cmath>
 #include <optional>
 
@@ -82,40 +81,47 @@ Handshake parse_handshake(const std::string& line) {
   boost::system::error_code ec;
   const json::value v = json::parse(line, ec);
   if (ec || !v.is_object()) {
-    throw sdpo::Error("its first line is not a JSON handshake object: " + excerpt(line) +
-                      " (the server must write {\"protocol\": \"sdpo-reward\", \"version\": 1, ...} on start, "
-                      "and log to stderr, never to stdout)");
+    throw sdpo::Error(
+        "its first line is not a JSON handshake object: " + excerpt(line) +
+        " (the server must write {\"protocol\": \"sdpo-reward\", \"version\": 1, ...} on start, "
+        "and log to stderr, never to stdout)");
   }
   const json::object& o = v.as_object();
   const json::value* protocol = o.if_contains("protocol");
   const json::value* version = o.if_contains("version");
   const std::string theirs = (protocol && protocol->is_string() ? "'" + std::string(protocol->as_string()) + "'"
-                                                                  : std::string("no protocol name")) +
+                                                                : std::string("no protocol name")) +
                              " version " + (version ? json::serialize(*version) : std::string("(none)"));
   if (!protocol || !protocol->is_string() || protocol->as_string() != kProtocolName || !version ||
       !version->is_int64() || version->as_int64() != kProtocolVersion) {
-    throw sdpo::Error("protocol mismatch: the server speaks " + theirs + ", this plugin speaks '" +
-                      std::string(kProtocolName) + "' version " + std::to_string(kProtocolVersion));
+    throw sdpo::Error(
+        "protocol mismatch: the server speaks " + theirs + ", this plugin speaks '" + std::string(kProtocolName) +
+        "' version " + std::to_string(kProtocolVersion));
   }
   Handshake h;
   if (const json::value* np = o.if_contains("needs_prompts")) {
-    if (!np->is_bool()) throw sdpo::Error("handshake field \"needs_prompts\" must be true or false, got " + json::serialize(*np));
+    if (!np->is_bool())
+      throw sdpo::Error("handshake field \"needs_prompts\" must be true or false, got " + json::serialize(*np));
     h.needs_prompts = np->as_bool();
   }
   if (const json::value* name = o.if_contains("name")) {
-    if (!name->is_string()) throw sdpo::Error("handshake field \"name\" must be a string, got " + json::serialize(*name));
+    if (!name->is_string())
+      throw sdpo::Error("handshake field \"name\" must be a string, got " + json::serialize(*name));
     h.name = std::string(name->as_string());
   }
   return h;
 }
 
-std::string request_header(std::int64_t id, std::int64_t count, std::int64_t height, std::int64_t width,
-                           const std::vector<std::string>& prompts) {
+std::string request_header(
+    std::int64_t id,
+    std::int64_t count,
+    std::int64_t height,
+    std::int64_t width,
+    const std::vector<std::string>& prompts) {
   json::array p;
   for (const auto& s : prompts) p.emplace_back(json::string(s));
-  const json::object header{{"id", id},           {"count", count},      {"height", height},
-                            {"width", width},     {"channels", 3},       {"layout", "NHWC"},
-                            {"dtype", "uint8"},   {"prompts", std::move(p)}};
+  const json::object header{{"id", id},      {"count", count},   {"height", height}, {"width", width},
+                            {"channels", 3}, {"layout", "NHWC"}, {"dtype", "uint8"}, {"prompts", std::move(p)}};
   // serialize() escapes control characters, so a prompt with a newline stays on one line.
   return json::serialize(header) + "\n";
 }
@@ -140,8 +146,9 @@ Answer parse_answer(const std::string& line, std::int64_t id, std::int64_t count
   const json::value* got_id = o.if_contains("id");
   if (!got_id || !got_id->is_int64()) return violation("answer without an integer \"id\": " + excerpt(line));
   if (got_id->as_int64() != id) {
-    return violation("wrong id: the answer has id " + std::to_string(got_id->as_int64()) + ", the request had id " +
-                     std::to_string(id));
+    return violation(
+        "wrong id: the answer has id " + std::to_string(got_id->as_int64()) + ", the request had id " +
+        std::to_string(id));
   }
   if (const json::value* error = o.if_contains("error")) {
     Answer a;
@@ -155,8 +162,8 @@ Answer parse_answer(const std::string& line, std::int64_t id, std::int64_t count
   }
   const json::array& s = scores->as_array();
   if (static_cast<std::int64_t>(s.size()) != count) {
-    return violation("wrong count: the answer has " + std::to_string(s.size()) + " scores for " +
-                     std::to_string(count) + " images");
+    return violation(
+        "wrong count: the answer has " + std::to_string(s.size()) + " scores for " + std::to_string(count) + " images");
   }
   Answer a;
   a.kind = Answer::Kind::kScores;
@@ -168,7 +175,8 @@ Answer parse_answer(const std::string& line, std::int64_t id, std::int64_t count
                   " (Python's json.dumps writes it for a non-finite float; scores must be finite)";
       return a;
     }
-    if (!s[i].is_number()) return violation("score " + std::to_string(i) + " is not a number: " + json::serialize(s[i]));
+    if (!s[i].is_number())
+      return violation("score " + std::to_string(i) + " is not a number: " + json::serialize(s[i]));
     const double x = s[i].to_number<double>();
     if (!std::isfinite(x)) {
       a.kind = Answer::Kind::kNonFinite;

@@ -31,8 +31,12 @@ struct Handshake {
 Handshake parse_handshake(const std::string& line);
 
 /// The header line of a request, newline included. `prompts` is empty or has `count` entries.
-std::string request_header(std::int64_t id, std::int64_t count, std::int64_t height, std::int64_t width,
-                           const std::vector<std::string>& prompts);
+std::string request_header(
+    std::int64_t id,
+    std::int64_t count,
+    std::int64_t height,
+    std::int64_t width,
+    const std::vector<std::string>& prompts);
 
 /// One answer line, judged.
 struct Answer {

@@ -98,8 +98,8 @@ class Subprocess {
 
  private:
   pid_t pid_ = -1;
-  Fd to_child_;    ///< our end of the child's stdin
-  Fd from_child_;  ///< our end of the child's stdout
+  Fd to_child_;         ///< our end of the child's stdin
+  Fd from_child_;       ///< our end of the child's stdout
   std::string buffer_;  ///< bytes read past the last returned line
   std::optional<ExitStatus> status_;
 };

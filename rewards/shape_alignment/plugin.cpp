@@ -3,22 +3,24 @@
 // README.md). score = mean over the prompt's attributes of the classifier's probability of the
 // prompt's value, in [0, 1].
 
+#include "sdpo/plugin.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/optim/adam.h>
+
 #include <iomanip>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <sstream>
 
-#include "classifier.h"
 #include "sdpo/error.h"
-#include "sdpo/plugin.h"
+#include "sdpo/models/toy/shape_classifier.h"
+#include "sdpo/models/toy/world.h"
 #include "sdpo/prompts.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"
-#include "shapes/world.h"
 
 namespace {
 
@@ -89,8 +91,8 @@ class ShapeAlignmentReward : public sdpo::Reward {
       // Generated images are slightly noisy, especially at few sampling steps: train on a range
       // of noise levels so the score stays meaningful on them.
       const std::int64_t b = batch.images.size(0);
-      const at::Tensor sigma = at::rand({b, 1, 1, 1}, ctx.generator, at::TensorOptions().dtype(at::kFloat)) *
-          options_.augment_noise;
+      const at::Tensor sigma =
+          at::rand({b, 1, 1, 1}, ctx.generator, at::TensorOptions().dtype(at::kFloat)) * options_.augment_noise;
       const at::Tensor noise = at::randn(batch.images.sizes(), ctx.generator, at::TensorOptions().dtype(at::kFloat));
       const at::Tensor x = (batch.images.to(at::kFloat) + sigma * noise).clamp(0.0, 1.0).to(device_);
 
@@ -107,8 +109,8 @@ class ShapeAlignmentReward : public sdpo::Reward {
       ++window;
       if (step % kLogEvery == 0 || step == ctx.steps) {
         std::cerr << kName << " fit: step " << step << "/" << ctx.steps << std::fixed << std::setprecision(4)
-                  << " loss " << loss_sum / window << " attribute accuracy " << attr_sum / window
-                  << " prompt accuracy " << exact_sum / window << std::defaultfloat << std::endl;
+                  << " loss " << loss_sum / window << " attribute accuracy " << attr_sum / window << " prompt accuracy "
+                  << exact_sum / window << std::defaultfloat << std::endl;
         loss_sum = attr_sum = exact_sum = 0.0;
         window = 0;
       }
@@ -144,11 +146,11 @@ class ShapeAlignmentReward : public sdpo::Reward {
       if (it == tensors.end())
         throw sdpo::FileError(
             path, std::string("reward '") + kName + "': missing tensor '" + item.key() +
-                "' (is this a shape_alignment classifier checkpoint?)");
+                      "' (is this a shape_alignment classifier checkpoint?)");
       if (it->second.sizes() != item.value().sizes())
         throw sdpo::FileError(
             path, std::string("reward '") + kName + "': tensor '" + item.key() + "' has shape " +
-                shape_string(it->second.sizes()) + ", expected " + shape_string(item.value().sizes()));
+                      shape_string(it->second.sizes()) + ", expected " + shape_string(item.value().sizes()));
       item.value().copy_(it->second.to(at::kFloat));
     }
     net->to(device_);

@@ -5,6 +5,7 @@
 #include "detector.h"
 
 #include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -72,9 +73,9 @@ LinePoint on_line(const float* planes, std::int64_t plane, std::int64_t p, int c
 // continuum; the smallest ones blur towards a fuller, less regular box). With these scales every
 // object of 3,000 random rendered scenes gets its own shape with probability >= 0.98 (mean 0.998).
 constexpr std::array<std::array<double, 4>, toy::kNumShapes> kShapePrototypes{{
-    {0.79, 0.50, 0.50, 0.00},   // circle
-    {1.00, 0.50, 0.50, 0.00},   // square
-    {0.58, 0.68, 0.52, 0.13},   // triangle
+    {0.79, 0.50, 0.50, 0.00},  // circle
+    {1.00, 0.50, 0.50, 0.00},  // square
+    {0.58, 0.68, 0.52, 0.13},  // triangle
 }};
 constexpr std::array<double, 4> kShapeScales{0.06, 0.04, 0.04, 0.08};
 // The "irregular" class: a constant squared distance of 4^2 (scaled units), so that a component
@@ -83,7 +84,7 @@ constexpr double kIrregularDistanceSq = 16.0;
 constexpr double kLocationScale = 0.05;
 constexpr double kMaxAreaFraction = 0.25;
 
-// Anchors of plugins/shapes/world.cpp (its kAnchors), in toy::Location order.
+// Anchors of models/toy/src/world.cpp (its kAnchors), in toy::Location order.
 constexpr std::array<std::array<double, 2>, toy::kNumLocations> kAnchors{{
     {0.50, 0.50},  // center
     {0.28, 0.50},  // left
@@ -118,8 +119,14 @@ int argmax(const std::array<double, N>& v) {
 //   top    = first row + 1 - that row's largest coverage, left alike
 //   fill = area / (width * height), centroid height = (coverage centroid y - top) / height,
 //   centroid width = (coverage centroid x - left) / width, aspect = log(width / height).
-void measure_shape(Component& c, const std::vector<std::int64_t>& members, const std::vector<int>& label,
-                   const float* px, std::int64_t h, std::int64_t w, double threshold) {
+void measure_shape(
+    Component& c,
+    const std::vector<std::int64_t>& members,
+    const std::vector<int>& label,
+    const float* px,
+    std::int64_t h,
+    std::int64_t w,
+    double threshold) {
   const int color = static_cast<int>(c.color);
   const std::int64_t n = h * w;
   const std::int64_t x0 = std::max<std::int64_t>(0, c.left - 1), x1 = std::min<std::int64_t>(w - 1, c.right + 1);
@@ -211,7 +218,8 @@ std::array<double, toy::kNumShapes> shape_fit(const ShapeFeatures& f) {
   std::array<double, toy::kNumShapes + 1> logits{};
   for (int s = 0; s < toy::kNumShapes; ++s) {
     double sq = 0.0;
-    for (int k = 0; k < 4; ++k) sq += (x[k] - kShapePrototypes[s][k]) * (x[k] - kShapePrototypes[s][k]) / (kShapeScales[k] * kShapeScales[k]);
+    for (int k = 0; k < 4; ++k)
+      sq += (x[k] - kShapePrototypes[s][k]) * (x[k] - kShapePrototypes[s][k]) / (kShapeScales[k] * kShapeScales[k]);
     logits[s] = -0.5 * sq;
   }
   logits[toy::kNumShapes] = -0.5 * kIrregularDistanceSq;

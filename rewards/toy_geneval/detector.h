@@ -1,5 +1,5 @@
 #pragma once
-// The toy GenEval detector: finds the colored shapes of a toy-world image (plugins/shapes/world.h)
+// The toy GenEval detector: finds the colored shapes of a toy-world image (models/toy/include/sdpo/models/toy/world.h)
 // by color segmentation and connected components, with no learned part (an independent check of
 // the `shape_alignment` classifier). Pure functions on CPU, testable without the registry.
 //
@@ -44,11 +44,12 @@
 // Thread safety: every function is pure and thread-safe.
 
 #include <ATen/core/Tensor.h>
+
 #include <array>
 #include <cstdint>
 #include <vector>
 
-#include "shapes/world.h"
+#include "sdpo/models/toy/world.h"
 
 namespace sdpo::toy_geneval {
 
@@ -70,20 +71,20 @@ struct ShapeFeatures {
 /// One 8-connected component of a single color label.
 struct Component {
   sdpo::toy::Color color = sdpo::toy::Color::kRed;
-  std::int64_t area = 0;                       ///< pixels
-  double centroid_x = 0.0, centroid_y = 0.0;   ///< mean pixel center, pixels (x = column + 0.5)
-  std::int64_t left = 0, top = 0;              ///< bounding box, first column / row (inclusive)
-  std::int64_t right = 0, bottom = 0;          ///< bounding box, last column / row (inclusive)
+  std::int64_t area = 0;                      ///< pixels
+  double centroid_x = 0.0, centroid_y = 0.0;  ///< mean pixel center, pixels (x = column + 0.5)
+  std::int64_t left = 0, top = 0;             ///< bounding box, first column / row (inclusive)
+  std::int64_t right = 0, bottom = 0;         ///< bounding box, last column / row (inclusive)
   /// Sum of the pixel coverages of the component and its rim, pixels (the sub-pixel area).
   double coverage_area = 0.0;
   ShapeFeatures features;
   /// exp(-0.5 (r / (color_threshold / 2))^2) with r the distance of the component's mean color to
   /// its color's blend line: 1 for a rendered object (edges included), e^-2 = 0.14 at the threshold.
   double color_fit = 1.0;
-  sdpo::toy::Shape shape = sdpo::toy::Shape::kCircle;      ///< most probable shape (shape rule above)
+  sdpo::toy::Shape shape = sdpo::toy::Shape::kCircle;     ///< most probable shape (shape rule above)
   std::array<double, sdpo::toy::kNumShapes> shape_fit{};  ///< shape_fit(features), in Shape order
   double regularity = 0.0;                                ///< sum of shape_fit, in (0, 1)
-  bool is_object = false;  ///< scaled min_area <= area <= H*W/4, and regularity >= 0.5
+  bool is_object = false;                                 ///< scaled min_area <= area <= H*W/4, and regularity >= 0.5
 
   double box_width() const { return static_cast<double>(right - left + 1); }
   double box_height() const { return static_cast<double>(bottom - top + 1); }

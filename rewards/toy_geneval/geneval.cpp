@@ -47,15 +47,15 @@ double explained_share(double explained, const Detection& d) {
 // clean shape is not "a red circle" (without it, 0.3% of palette-noise images passed).
 constexpr double kMinExplainedShare = 0.5;
 
-void evaluate_group(const toy::Scene& scene, const Detection& d, const std::vector<Component>& objects,
-                    std::vector<Requirement>& out) {
+void evaluate_group(
+    const toy::Scene& scene, const Detection& d, const std::vector<Component>& objects, std::vector<Requirement>& out) {
   const toy::Object& o = scene.objects[0];
   const int n = scene.count;
 
   Requirement color{"color"}, shape{"shape"};
   std::vector<Component> matching;
   double soft_count = 0.0, wx = 0.0, wy = 0.0;  // sum of q_j, and q-weighted box centers
-  std::vector<double> explained;  // q_j * area_j of every object
+  std::vector<double> explained;                // q_j * area_j of every object
   for (const Component& c : objects) {
     const double q = object_score(c, o);
     color.met = color.met || c.color == o.color;
@@ -91,8 +91,8 @@ void evaluate_group(const toy::Scene& scene, const Detection& d, const std::vect
   Requirement nothing_else{"nothing_else"};
   double matching_area = 0.0;
   for (const Component& c : matching) matching_area += static_cast<double>(c.area);
-  nothing_else.met = !objects.empty() && matching.size() == objects.size() &&
-      static_cast<int>(objects.size()) <= n && explained_share(matching_area, d) >= kMinExplainedShare;
+  nothing_else.met = !objects.empty() && matching.size() == objects.size() && static_cast<int>(objects.size()) <= n &&
+                     explained_share(matching_area, d) >= kMinExplainedShare;
   // Only the n best objects are the requested ones; any further copy is "something else".
   std::sort(explained.begin(), explained.end(), std::greater<double>());
   double sum = 0.0;
@@ -101,8 +101,8 @@ void evaluate_group(const toy::Scene& scene, const Detection& d, const std::vect
   out.push_back(nothing_else);
 }
 
-void evaluate_pair(const toy::Scene& scene, const Detection& d, const std::vector<Component>& objects,
-                   std::vector<Requirement>& out) {
+void evaluate_pair(
+    const toy::Scene& scene, const Detection& d, const std::vector<Component>& objects, std::vector<Requirement>& out) {
   const toy::Object& x = scene.objects[0];
   const toy::Object& y = scene.objects[1];
   // Soft scores read one object for X and another for Y (either may be missing, index -1),
@@ -141,9 +141,8 @@ void evaluate_pair(const toy::Scene& scene, const Detection& d, const std::vecto
   }
 
   Requirement nothing_else{"nothing_else"};
-  nothing_else.met = m == 2 &&
-      ((is(objects[0], x) && is(objects[1], y)) || (is(objects[0], y) && is(objects[1], x))) &&
-      explained_share(static_cast<double>(objects[0].area + objects[1].area), d) >= kMinExplainedShare;
+  nothing_else.met = m == 2 && ((is(objects[0], x) && is(objects[1], y)) || (is(objects[0], y) && is(objects[1], x))) &&
+                     explained_share(static_cast<double>(objects[0].area + objects[1].area), d) >= kMinExplainedShare;
   nothing_else.soft = explained_share(explained, d);
   out.push_back(nothing_else);
 }
@@ -171,7 +170,7 @@ Category category_of(const toy::Scene& scene) {
   return Category::kSingleObject;
 }
 
-// The prompt set's rule is in plugins/shapes/prompt_sets.cpp (toy::geneval_scenes), shared with
+// The prompt set's rule is in models/toy/src/prompt_sets.cpp (toy::geneval_scenes), shared with
 // the `shapes` prompt source's `geneval` prompt sets.
 const std::vector<GenevalPrompt>& geneval_prompts() {
   static const std::vector<GenevalPrompt> prompts = [] {

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "detector.h"
-#include "shapes/world.h"
+#include "sdpo/models/toy/world.h"
 
 namespace sdpo::toy_geneval {
 
@@ -57,7 +57,7 @@ struct GenevalPrompt {
 };
 
 /// The fixed toy GenEval prompt set: 12 prompts per category, 48 in all, in Category order: the
-/// prompts of sdpo::toy::geneval_scenes() (shapes/world.h; the rule in README.md "The prompt set").
+/// prompts of sdpo::toy::geneval_scenes() (sdpo/models/toy/world.h; the rule in README.md "The prompt set").
 /// Like GenEval it ignores the RL training split: it holds trained and held-out combinations alike,
 /// including the three color-shape pairs no standard training prompt has.
 const std::vector<GenevalPrompt>& geneval_prompts();

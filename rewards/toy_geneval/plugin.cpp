@@ -5,16 +5,18 @@
 // per-image correctness (1 if every requirement holds, else 0; the evaluation number); `soft`
 // (the default, for training) the mean of the requirements' smooth scores, in [0, 1].
 
+#include "sdpo/plugin.h"
+
 #include <ATen/ATen.h>
+
 #include <memory>
 #include <optional>
 
 #include "detector.h"
 #include "geneval.h"
 #include "sdpo/error.h"
-#include "sdpo/plugin.h"
+#include "sdpo/models/toy/world.h"
 #include "sdpo/reward.h"
-#include "shapes/world.h"
 
 namespace {
 
@@ -76,9 +78,8 @@ void register_toy_geneval(sdpo::Registry& r) {
       kName,
       "toy-world GenEval: color segmentation and shape geometry check a prompt's objects, colors, "
       "count and position; strict 0/1 or soft [0, 1]",
-      &ToyGenevalOptions::read, [](const ToyGenevalOptions& o, const sdpo::ComponentConfig&) {
-        return std::make_shared<ToyGenevalReward>(o);
-      });
+      &ToyGenevalOptions::read,
+      [](const ToyGenevalOptions& o, const sdpo::ComponentConfig&) { return std::make_shared<ToyGenevalReward>(o); });
 }
 
 }  // namespace

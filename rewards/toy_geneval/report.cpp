@@ -94,8 +94,8 @@ void write_csv_rows(std::ostream& out, const std::vector<ImageResult>& results) 
   for (const ImageResult& r : results) {
     std::string failed;
     for (const std::string& f : r.failed) failed += (failed.empty() ? "" : ";") + f;
-    out << r.steps << ',' << csv_field(r.prompt) << ',' << category_name(r.category) << ',' << r.seed << ','
-        << r.strict << ',' << r.soft << ',' << csv_field(failed) << '\n';
+    out << r.steps << ',' << csv_field(r.prompt) << ',' << category_name(r.category) << ',' << r.seed << ',' << r.strict
+        << ',' << r.soft << ',' << csv_field(failed) << '\n';
   }
 }
 

@@ -26,9 +26,9 @@ struct ImageResult {
   std::int64_t steps = 0;  ///< sampling steps it was generated with
   std::string prompt;
   Category category = Category::kSingleObject;
-  std::int64_t seed = 0;     ///< seed of its initial noise (sdpo::generate_images)
-  double strict = 0.0;       ///< GenEval's per-image correctness, 0 or 1
-  double soft = 0.0;         ///< mean of the requirements' soft scores
+  std::int64_t seed = 0;            ///< seed of its initial noise (sdpo::generate_images)
+  double strict = 0.0;              ///< GenEval's per-image correctness, 0 or 1
+  double soft = 0.0;                ///< mean of the requirements' soft scores
   std::vector<std::string> failed;  ///< names of the requirements it does not meet (strict)
 };
 

@@ -6,6 +6,7 @@
 // overall, one row per step count.
 
 #include <ATen/ATen.h>
+
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <filesystem>
@@ -25,10 +26,10 @@
 #include "sdpo/image_io.h"
 #include "sdpo/manifest.h"
 #include "sdpo/model.h"
+#include "sdpo/models/toy/world.h"
 #include "sdpo/prompts.h"
 #include "sdpo/sampler.h"
 #include "sdpo/threads.h"
-#include "shapes/world.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -115,7 +116,8 @@ Arguments parse_arguments(int argc, char** argv) {
   po::store(po::command_line_parser(argc, argv).options(d).positional(pos).run(), vm);
   po::notify(vm);
   if (!steps.empty() || vm.count("steps")) a.steps = parse_steps(steps);
-  if (a.seeds < 1) throw UsageError("--seeds: expected a positive number of images per prompt, got " + std::to_string(a.seeds));
+  if (a.seeds < 1)
+    throw UsageError("--seeds: expected a positive number of images per prompt, got " + std::to_string(a.seeds));
   if (a.prompts != "geneval" && a.prompts != "eval" && a.prompts != "unseen" && a.prompts != "train")
     throw UsageError("--prompts: expected geneval, eval, unseen or train, got '" + a.prompts + "'");
   if (a.checkpoint.empty()) throw UsageError("--checkpoint: expected a checkpoint folder or 'base', got ''");
@@ -145,15 +147,16 @@ PromptList prompt_list(const Arguments& a, const sdpo::Manifest& m, const sdpo::
                   : a.prompts == "unseen" ? c.prompts->unseen_prompts()
                                           : c.prompts->eval_prompts();
     if (out.prompts.empty())
-      throw sdpo::Error("--prompts " + a.prompts + ": prompt source '" + m.prompts.name + "' of " + m.file +
-                        " has no such prompts");
+      throw sdpo::Error(
+          "--prompts " + a.prompts + ": prompt source '" + m.prompts.name + "' of " + m.file + " has no such prompts");
   }
   for (const std::string& p : out.prompts) {
     const std::optional<sdpo::toy::Scene> scene = sdpo::toy::parse(p);
     if (!scene)
-      throw sdpo::Error("--prompts " + a.prompts + ": prompt '" + p + "' of prompt source '" + m.prompts.name +
-                        "' (" + m.file + ") is not a toy-world prompt (plugins/shapes/world.h); the toy "
-                        "GenEval checks read only those");
+      throw sdpo::Error(
+          "--prompts " + a.prompts + ": prompt '" + p + "' of prompt source '" + m.prompts.name + "' (" + m.file +
+          ") is not a toy-world prompt (models/toy/include/sdpo/models/toy/world.h); the toy "
+          "GenEval checks read only those");
     out.scenes.push_back(*scene);
   }
   return out;
@@ -166,11 +169,13 @@ void check_steps(const std::vector<std::int64_t>& steps, const sdpo::Manifest& m
     try {
       (void)sampler.timesteps(n);
     } catch (const c10::Error& e) {
-      throw UsageError("--steps: sampler '" + m.sampler.name + "' of " + m.file + " cannot take " + std::to_string(n) +
-                       " steps: " + e.what_without_backtrace());
+      throw UsageError(
+          "--steps: sampler '" + m.sampler.name + "' of " + m.file + " cannot take " + std::to_string(n) +
+          " steps: " + e.what_without_backtrace());
     } catch (const std::exception& e) {
-      throw UsageError("--steps: sampler '" + m.sampler.name + "' of " + m.file + " cannot take " + std::to_string(n) +
-                       " steps: " + e.what());
+      throw UsageError(
+          "--steps: sampler '" + m.sampler.name + "' of " + m.file + " cannot take " + std::to_string(n) +
+          " steps: " + e.what());
     }
   }
 }
@@ -241,8 +246,9 @@ int run(const Arguments& a) {
       const at::Tensor grid = images.view({a.seeds, n_prompts, images.size(1), images.size(2), images.size(3)})
                                   .transpose(0, 1)
                                   .flatten(0, 1);
-      sdpo::png_write((fs::path(a.images) / ("steps_" + std::to_string(n) + ".png")).string(),
-                      sdpo::image_grid(grid, a.seeds, 2, 2));
+      sdpo::png_write(
+          (fs::path(a.images) / ("steps_" + std::to_string(n) + ".png")).string(),
+          sdpo::image_grid(grid, a.seeds, 2, 2));
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const tg::StepsSummary row = tg::summarize(results).front();

@@ -2,8 +2,11 @@
 // backwards exactly and its replay (the bare loop of `sdpo bench`) makes the same calls; the
 // trainer logs device_seconds, devices and the phase times per epoch; `sdpo bench` prints every
 // phase and both overhead ratios. No test here compares one time with another.
+#include "sdpo/bench.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -11,7 +14,6 @@
 #include <memory>
 #include <numeric>
 
-#include "sdpo/bench.h"
 #include "sdpo/clocks.h"
 #include "sdpo/counting_model.h"
 #include "sdpo/manifest.h"
@@ -39,9 +41,9 @@ class ScaleModel final : public sdpo::Model {
 };
 
 std::string micro_sdpo() {
-  return sdpo::test::micro_manifest(R"({"name": "colorfulness"})",
-                                    R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-                                    R"({"name": "sdpo"})");
+  return sdpo::test::micro_manifest(
+      R"({"name": "colorfulness"})", R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+      R"({"name": "sdpo"})");
 }
 
 TEST(CountingModel, CountsForwardsAndBackwardsExactly) {
@@ -53,7 +55,7 @@ TEST(CountingModel, CountsForwardsAndBackwardsExactly) {
     at::NoGradGuard no_grad;
     model.forward(at::ones({2, 1, 2, 2}), t.narrow(0, 0, 2), cond.narrow(0, 0, 2));  // no grad: no backward
   }
-  model.forward(at::ones({3, 1, 2, 2}), t, cond).sum().backward();  // one backward
+  model.forward(at::ones({3, 1, 2, 2}), t, cond).sum().backward();                 // one backward
   model.forward(at::ones({1, 1, 2, 2}), t.narrow(0, 0, 1), cond.narrow(0, 0, 1));  // grad on, output dropped
   auto a = model.forward(at::ones({2, 1, 2, 2}), t.narrow(0, 0, 2), cond.narrow(0, 0, 2));
   auto b = model.forward(at::ones({2, 1, 2, 2}), t.narrow(0, 0, 2), cond.narrow(0, 0, 2));
@@ -162,17 +164,18 @@ TEST(Bench, CliPrintsEveryPhaseAndTheRatios) {
   auto dir = sdpo::test::temp_dir("bench_cli");
   const std::string manifest = dir + "/micro.json";
   std::ofstream(manifest) << micro_sdpo();
-  const std::string cmd = std::string(SDPO_CLI) + " bench " + manifest + " --epochs 1 --set train.batches_per_epoch=1 2>&1";
+  const std::string cmd =
+      std::string(SDPO_CLI) + " bench " + manifest + " --epochs 1 --set train.batches_per_epoch=1 2>&1";
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
   std::string out;
   std::array<char, 4096> buf{};
   while (pipe && fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
   const int status = pclose(pipe.release());
   ASSERT_EQ(WEXITSTATUS(status), 0) << out;
-  for (const char* line : {"sampling", "decoding", "reward", "preparation", "update", "epoch total",
-                           "model calls: 8 forwards (4 with grad), 4 backwards", "bare libtorch loop",
-                           "overhead ratio (epoch / bare loop):",
-                           "overhead ratio without decoding and reward", "device_seconds:"}) {
+  for (const char* line :
+       {"sampling", "decoding", "reward", "preparation", "update", "epoch total",
+        "model calls: 8 forwards (4 with grad), 4 backwards", "bare libtorch loop",
+        "overhead ratio (epoch / bare loop):", "overhead ratio without decoding and reward", "device_seconds:"}) {
     EXPECT_NE(out.find(line), std::string::npos) << line << "\n" << out;
   }
   const auto bad = std::string(SDPO_CLI) + " bench " + manifest + " --epochs 0 2>&1";

@@ -15,13 +15,15 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-sdpo::test::CommandResult run(const std::string& args) { return sdpo::test::run_command(std::string(SDPO_CLI) + " " + args); }
+sdpo::test::CommandResult run(const std::string& args) {
+  return sdpo::test::run_command(std::string(SDPO_CLI) + " " + args);
+}
 
 TEST(Cli, HelpListsCommands) {
   auto r = run("--help");
   EXPECT_EQ(r.status, 0);
-  for (const char* c : {"train MANIFEST", "sample --checkpoint", "pretrain MANIFEST", "plugins",
-                        "analyze dense-rewards MANIFEST"}) {
+  for (const char* c :
+       {"train MANIFEST", "sample --checkpoint", "pretrain MANIFEST", "plugins", "analyze dense-rewards MANIFEST"}) {
     EXPECT_NE(r.output.find(c), std::string::npos) << c;
   }
 }
@@ -29,8 +31,9 @@ TEST(Cli, HelpListsCommands) {
 TEST(Cli, PluginsListsKindsFilesAndOptions) {
   auto r = run("plugins");
   EXPECT_EQ(r.status, 0) << r.output;
-  for (const char* s : {"[sampler]", "ddim", "sdpo_ddim.so", "eta (number, default 1)", "[algorithm]",
-                        "clip_range (number, default 0.0001)", "[normalizer]", "per_step_prompt"}) {
+  for (const char* s :
+       {"[sampler]", "ddim", "sdpo_ddim.so", "eta (number, default 1)", "[algorithm]",
+        "clip_range (number, default 0.0001)", "[normalizer]", "per_step_prompt"}) {
     EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
   }
 }
@@ -46,8 +49,9 @@ TEST(Cli, UnknownCommandAndMissingManifestFailCleanly) {
 
 TEST(Cli, UnknownComponentListsRegisteredNames) {
   auto dir = sdpo::test::temp_dir("cli");
-  auto r = run(std::string("train ") + SDPO_SOURCE_DIR + "/experiments/toy/quickstart.json --output " + dir +
-               " --set sampler.name=dimm");
+  auto r =
+      run(std::string("train ") + SDPO_SOURCE_DIR + "/experiments/toy/quickstart.json --output " + dir +
+          " --set sampler.name=dimm");
   // Checked before any component is built: the model's checkpoint path is not even opened.
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("sampler.name: unknown sampler 'dimm'; registered: ddim"), std::string::npos) << r.output;
@@ -77,8 +81,11 @@ TEST(Cli, TrainWritesToOutputAndSampleReadsTheCheckpoint) {
   EXPECT_NE(r.output.find("run file:     " + dir + "/run/run.h5"), std::string::npos) << r.output;
   EXPECT_TRUE(std::filesystem::exists(dir + "/run/run.h5"));
   EXPECT_NE(read_file(dir + "/run/manifest.json").find("\"seed\": 7"), std::string::npos) << "--set reaches the run";
-  r = run("sample --checkpoint " + dir + "/run/checkpoints/epoch_1 --prompt \"a red circle\" --prompt \"two blue squares\" "
-          "--steps 1,3 --out " + dir + "/grid.png");
+  r =
+      run("sample --checkpoint " + dir +
+          "/run/checkpoints/epoch_1 --prompt \"a red circle\" --prompt \"two blue squares\" "
+          "--steps 1,3 --out " +
+          dir + "/grid.png");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(std::filesystem::exists(dir + "/grid.png"));
   r = run("sample --checkpoint " + dir + "/run/checkpoints/epoch_9 --prompt x --out " + dir + "/g.png");

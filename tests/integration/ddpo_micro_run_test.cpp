@@ -2,6 +2,7 @@
 // on the micro world, unpaired trajectories scored once on the decoded final sample, advantages
 // from the per-prompt running normalizer.
 #include <ATen/ATen.h>
+
 #include <boost/json.hpp>
 #include <cmath>
 #include <filesystem>

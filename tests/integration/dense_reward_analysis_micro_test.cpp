@@ -2,6 +2,7 @@
 // cli_test.cpp): one row per registered dense_reward predictor, each fed the target's exact
 // rewards, and the CSV and HDF5 files holding those rows.
 #include <ATen/ATen.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -16,7 +17,8 @@ namespace {
 
 sdpo::Manifest micro() {
   return sdpo::Manifest::parse(
-      sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "per_step_prompt"})", R"({"name": "sdpo"})"),
+      sdpo::test::micro_manifest(
+          R"({"name": "colorfulness"})", R"({"name": "per_step_prompt"})", R"({"name": "sdpo"})"),
       "micro.json");
 }
 
@@ -99,7 +101,8 @@ TEST(DenseRewardAnalysisRun, TrajectoryCountAndDeterminism) {
   EXPECT_EQ(a.target.size(0), 3) << "a last batch of 1 after one of 2";
   EXPECT_TRUE(a.target.equal(b.target)) << "seeded by train.seed";
   auto other_seed = sdpo::Manifest::parse(
-      sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "per_step_prompt"})", R"({"name": "sdpo"})"),
+      sdpo::test::micro_manifest(
+          R"({"name": "colorfulness"})", R"({"name": "per_step_prompt"})", R"({"name": "sdpo"})"),
       "micro.json", {"train.seed=3"});
   EXPECT_FALSE(sdpo::analyze_dense_rewards(other_seed, {sdpo::test::temp_dir("analysis_s"), 3}).target.equal(a.target));
 }

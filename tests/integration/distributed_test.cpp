@@ -7,7 +7,11 @@
 //   - a resumed two-rank run matches an unbroken one exactly;
 //   - a rank that dies makes the other stop with an error naming it, and the launch fail;
 //   - a rank that never starts is named by the others' rendezvous after the timeout.
+#include "sdpo/distributed.h"
+
 #include <ATen/ATen.h>
+#include <sys/wait.h>
+
 #include <array>
 #include <boost/json.hpp>
 #include <chrono>
@@ -15,10 +19,8 @@
 #include <exception>
 #include <fstream>
 #include <memory>
-#include <sys/wait.h>
 #include <thread>
 
-#include "sdpo/distributed.h"
 #include "sdpo/error.h"
 #include "sdpo/launch.h"
 #include "sdpo/run_file.h"
@@ -55,13 +57,13 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 // step_accumulated schedule), so that a mean over the union equals the mean of the ranks' means.
 std::string manifest_text(const std::string& algorithm) {
   if (algorithm == "ddpo") {
-    return sdpo::test::micro_manifest(R"({"name": "colorfulness"})",
-                                      R"({"name": "per_prompt", "options": {"buffer_size": 8, "min_count": 2}})",
-                                      R"({"name": "ddpo", "options": {"estimator": "is"}})");
+    return sdpo::test::micro_manifest(
+        R"({"name": "colorfulness"})", R"({"name": "per_prompt", "options": {"buffer_size": 8, "min_count": 2}})",
+        R"({"name": "ddpo", "options": {"estimator": "is"}})");
   }
-  return sdpo::test::micro_manifest(R"({"name": "colorfulness"})",
-                                    R"({"name": "per_step_prompt", "options": {"buffer_size": 8, "min_count": 2}})",
-                                    R"({"name": "sdpo", "options": {"update": "step_accumulated"}})");
+  return sdpo::test::micro_manifest(
+      R"({"name": "colorfulness"})", R"({"name": "per_step_prompt", "options": {"buffer_size": 8, "min_count": 2}})",
+      R"({"name": "sdpo", "options": {"update": "step_accumulated"}})");
 }
 
 const std::vector<std::string> kOneEpoch{"train.epochs=1", "train.batches_per_epoch=1", "train.batch_size=2"};
@@ -181,8 +183,9 @@ TEST_P(DistributedEquivalence, TwoProcessesUpdateLikeOneProcessOnTheUnionOfTheir
   sdpo::StringMap meta_two, meta_one;
   sdpo::safetensors_load(sdpo::checkpoint_dir(two, 1) + "/trainer.safetensors", &meta_two);
   sdpo::safetensors_load(sdpo::checkpoint_dir(one, 1) + "/trainer.safetensors", &meta_one);
-  EXPECT_EQ(boost::json::parse(meta_two.at("state")).at("normalizer"),
-            boost::json::parse(meta_one.at("state")).at("normalizer"));
+  EXPECT_EQ(
+      boost::json::parse(meta_two.at("state")).at("normalizer"),
+      boost::json::parse(meta_one.at("state")).at("normalizer"));
 
   // The run file (rank 0's): two devices, both ranks' samples, the union's rewards.
   auto f2 = sdpo::RunFile::open(two + "/run.h5", false), f1 = sdpo::RunFile::open(one + "/run.h5", false);
@@ -216,9 +219,9 @@ TEST(Distributed, ADeadRankIsNamedByTheOthersAndFailsTheLaunch) {
   const auto manifest = write_manifest(dir, "ddpo");
   // Rank 1 dies (like a crash: no cleanup, no report) as soon as the group is up. The grace is
   // long, so rank 0's error below can only come from rank 0 stopping on its own.
-  auto r = run_cli("SDPO_DIST_TEST_EXIT_RANK=1",
-                   "launch --nproc 2 --timeout 30 --grace 60 " + manifest + " --output " + dir + "/run" +
-                       set_args(kOneEpoch));
+  auto r = run_cli(
+      "SDPO_DIST_TEST_EXIT_RANK=1",
+      "launch --nproc 2 --timeout 30 --grace 60 " + manifest + " --output " + dir + "/run" + set_args(kOneEpoch));
   std::cerr << "[          ] dead rank: the launch returned after " << r.seconds << " s\n";
   EXPECT_EQ(r.status, 3) << r.output;
   EXPECT_TRUE(contains(r.output, "sdpo launch: rank 1 failed (exit status 3)")) << r.output;
@@ -230,8 +233,9 @@ TEST(Distributed, ADeadRankIsNamedByTheOthersAndFailsTheLaunch) {
 TEST(Distributed, ARankThatNeverStartsIsNamedAfterTheTimeout) {
   const auto dir = sdpo::test::temp_dir("distributed_missing");
   const auto manifest = write_manifest(dir, "ddpo");
-  const std::string env = "WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                          std::to_string(sdpo::free_tcp_port()) + " SDPO_DIST_TIMEOUT=1.5";
+  const std::string env =
+      "WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(sdpo::free_tcp_port()) +
+      " SDPO_DIST_TIMEOUT=1.5";
   auto r = run_cli(env, "train " + manifest + " --output " + dir + "/run" + set_args(kOneEpoch));
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "rank 0 of 2: rendezvous: rank 1 did not join within 1.5 s")) << r.output;

@@ -2,6 +2,10 @@
 // and unique folder names), manifest errors, skipping complete runs, exact resume of an
 // interrupted run through the runner, --dry-run, a failing run marked failed while the others
 // complete, --only, and index.json.
+#include "sdpo/experiment.h"
+
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cstdio>
@@ -10,10 +14,8 @@
 #include <memory>
 #include <set>
 #include <sstream>
-#include <sys/wait.h>
 
 #include "sdpo/error.h"
-#include "sdpo/experiment.h"
 #include "sdpo/json.h"
 #include "sdpo/run_file.h"
 #include "sdpo/run_folder.h"
@@ -90,11 +92,12 @@ TEST(Experiment, GridExpandsVariantsTimesTheCrossProductWithStableNames) {
   ASSERT_EQ(e.runs.size(), 8u);
   std::vector<std::string> names;
   for (const auto& r : e.runs) names.push_back(r.name);
-  EXPECT_EQ(names, (std::vector<std::string>{
-                       "sdpo__train.seed=1__train.learning_rate=0.001", "sdpo__train.seed=1__train.learning_rate=0.0001",
-                       "sdpo__train.seed=2__train.learning_rate=0.001", "sdpo__train.seed=2__train.learning_rate=0.0001",
-                       "ddpo__train.seed=1__train.learning_rate=0.001", "ddpo__train.seed=1__train.learning_rate=0.0001",
-                       "ddpo__train.seed=2__train.learning_rate=0.001", "ddpo__train.seed=2__train.learning_rate=0.0001"}));
+  EXPECT_EQ(
+      names, (std::vector<std::string>{
+                 "sdpo__train.seed=1__train.learning_rate=0.001", "sdpo__train.seed=1__train.learning_rate=0.0001",
+                 "sdpo__train.seed=2__train.learning_rate=0.001", "sdpo__train.seed=2__train.learning_rate=0.0001",
+                 "ddpo__train.seed=1__train.learning_rate=0.001", "ddpo__train.seed=1__train.learning_rate=0.0001",
+                 "ddpo__train.seed=2__train.learning_rate=0.001", "ddpo__train.seed=2__train.learning_rate=0.0001"}));
   const auto& r = e.runs[5];
   EXPECT_EQ(r.variant, "ddpo");
   EXPECT_EQ(r.manifest.algorithm.name, "ddpo");
@@ -105,14 +108,16 @@ TEST(Experiment, GridExpandsVariantsTimesTheCrossProductWithStableNames) {
   EXPECT_EQ(r.manifest.name, r.name);
   EXPECT_EQ(r.manifest.output.dir, s.out);
   EXPECT_EQ(r.dir, s.out + "/" + r.name);
-  EXPECT_EQ(json::serialize(r.settings),
-            R"({"algorithm":{"name":"ddpo","options":{"estimator":"sf"}},"normalizer":{"name":"per_prompt","options":{"buffer_size":4,"min_count":2}},"train.seed":1,"train.learning_rate":1E-4})");
+  EXPECT_EQ(
+      json::serialize(r.settings),
+      R"({"algorithm":{"name":"ddpo","options":{"estimator":"sf"}},"normalizer":{"name":"per_prompt","options":{"buffer_size":4,"min_count":2}},"train.seed":1,"train.learning_rate":1E-4})");
   EXPECT_EQ(e.runs[0].manifest.algorithm.name, "sdpo");
   EXPECT_EQ(e.name, "micro_exp");
 
   // Stable: another grid value and another variant add runs and rename none.
-  ExperimentFolder more(R"("grid": {"train.seed": [1, 2, 3], "train.learning_rate": [0.001, 0.0001]},)" + runs.substr(0, runs.size() - 1) +
-             R"(, {"name": "sdpo_gamma", "set": {"algorithm.options.gamma": 0.9}}])");
+  ExperimentFolder more(
+      R"("grid": {"train.seed": [1, 2, 3], "train.learning_rate": [0.001, 0.0001]},)" +
+      runs.substr(0, runs.size() - 1) + R"(, {"name": "sdpo_gamma", "set": {"algorithm.options.gamma": 0.9}}])");
   const auto e2 = more.load();
   EXPECT_EQ(e2.runs.size(), 18u);
   std::set<std::string> all;
@@ -160,8 +165,9 @@ TEST(Experiment, AGridOverAComponentNameStartsEachComponentFromItsDefaults) {
   EXPECT_EQ(e.runs[1].manifest.dense_reward.name, "copy_1");
   EXPECT_TRUE(e.runs[1].manifest.dense_reward.options.empty());
   EXPECT_EQ(e.runs[1].manifest.decoder.name, "identity") << "a bare-name component accepts <kind>.name";
-  auto m = sdpo::Manifest::parse(R"({"reward": {"name": "colorfulness", "options": {"x": 1}}})", "m.json",
-                                 {"reward.name=fixture_nan", "reward.options.nan_after=2"});
+  auto m = sdpo::Manifest::parse(
+      R"({"reward": {"name": "colorfulness", "options": {"x": 1}}})", "m.json",
+      {"reward.name=fixture_nan", "reward.options.nan_after=2"});
   EXPECT_EQ(json::serialize(m.reward.options), R"({"nan_after":2})");
 }
 
@@ -316,7 +322,8 @@ TEST(Experiment, DryRunListsStatesAndCostsAndTouchesNothing) {
       << printed;
   EXPECT_NE(printed.find("pending       0/4                64          ?  ddpo__train.seed=2"), std::string::npos)
       << printed;
-  EXPECT_NE(printed.find("cost: 384 image-steps left = epochs left x images per epoch x T"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("cost: 384 image-steps left = epochs left x images per epoch x T"), std::string::npos)
+      << printed;
   EXPECT_NE(printed.find("time: no estimate"), std::string::npos) << printed;
 
   // One run stopped after epoch 1: its own log times it and its seed sibling; ddpo has no basis.
@@ -350,7 +357,8 @@ TEST(Experiment, AFailingRunIsMarkedFailedWhileTheOthersCompleteAndTheExitStatus
   auto [rc, out] = cli("experiment " + s.file);
   EXPECT_EQ(rc, 1) << out;
   EXPECT_NE(out.find("run 2/3 nan: failed: "), std::string::npos) << out;
-  EXPECT_NE(out.find("2 runs trained, 0 already complete, 1 failed (of 3 selected, 3 in all)"), std::string::npos) << out;
+  EXPECT_NE(out.find("2 runs trained, 0 already complete, 1 failed (of 3 selected, 3 in all)"), std::string::npos)
+      << out;
   const auto index = s.out + "/index.json";
   EXPECT_EQ(index_entry(index, "good").at("state").as_string(), "complete");
   EXPECT_EQ(index_entry(index, "good_too").at("state").as_string(), "complete");

@@ -4,10 +4,9 @@
 // is made) with finite losses, and log their reward queries: 3 per trajectory for SDPO (on the
 // steps' `denoised`), 1 per trajectory for the final-image baselines.
 #include <cmath>
+#include <sstream>
 #include <string>
 #include <vector>
-
-#include <sstream>
 
 #include "sdpo/manifest.h"
 #include "sdpo/pretrain.h"
@@ -21,16 +20,16 @@ namespace {
 struct LCMRun {
   const char* algorithm;
   const char* normalizer;
-  std::vector<double> samples;          ///< cumulative trajectories after epochs 1 and 2
-  std::vector<double> reward_queries;   ///< cumulative reward queries after epochs 1 and 2
+  std::vector<double> samples;         ///< cumulative trajectories after epochs 1 and 2
+  std::vector<double> reward_queries;  ///< cumulative reward queries after epochs 1 and 2
 };
 
 // The micro model distilled into a consistency model once per process; returns its weights file.
 const std::string& micro_consistency_model() {
   static const std::string path = [] {
     const std::string dir = sdpo::test::temp_dir("lcm_micro_distill");
-    const std::string text = sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "global"})",
-                                                        R"({"name": "sdpo"})");
+    const std::string text =
+        sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "global"})", R"({"name": "sdpo"})");
     const auto m = sdpo::Manifest::parse(
         text, "micro.json",
         {"pretrain.method=latent_consistency_distillation", "pretrain.steps=2", "pretrain.batch_size=2",
@@ -51,9 +50,10 @@ TEST_P(LCMMicroRun, TwoEpochsWithFiniteLosses) {
   sdpo::StringMap meta;
   sdpo::safetensors_load(micro_consistency_model(), &meta);
   ASSERT_EQ(meta["method"], "latent_consistency_distillation");
-  auto m = sdpo::Manifest::parse(text, "micro.json",
-                                 {"sampler.name=lcm", "sampler.options.original_inference_steps=10",
-                                  "model.options.checkpoint=" + micro_consistency_model()});
+  auto m = sdpo::Manifest::parse(
+      text, "micro.json",
+      {"sampler.name=lcm", "sampler.options.original_inference_steps=10",
+       "model.options.checkpoint=" + micro_consistency_model()});
   ASSERT_EQ(m.sampler.name, "lcm");
   sdpo::Trainer(m, {dir}).run();
 
@@ -72,17 +72,27 @@ TEST_P(LCMMicroRun, TwoEpochsWithFiniteLosses) {
 // Micro world: batch_size 2, 2 batches per epoch, T = 4. Paired algorithms sample 8 trajectories
 // per epoch, DDPO 4.
 INSTANTIATE_TEST_SUITE_P(
-    Algorithms, LCMMicroRun,
+    Algorithms,
+    LCMMicroRun,
     testing::Values(
-        LCMRun{R"({"name": "sdpo"})", R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-               {8, 16}, {24, 48}},
-        LCMRun{R"({"name": "ddpo"})", R"({"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-               {4, 8}, {4, 8}},
-        LCMRun{R"({"name": "rebel"})", R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-               {8, 16}, {8, 16}}),
+        LCMRun{
+            R"({"name": "sdpo"})",
+            R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+            {8, 16},
+            {24, 48}},
+        LCMRun{
+            R"({"name": "ddpo"})",
+            R"({"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+            {4, 8},
+            {4, 8}},
+        LCMRun{
+            R"({"name": "rebel"})",
+            R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+            {8, 16},
+            {8, 16}}),
     [](const testing::TestParamInfo<LCMRun>& info) {
       const std::string a = info.param.algorithm;
-      return a.find("sdpo") != std::string::npos ? std::string("SDPO")
+      return a.find("sdpo") != std::string::npos   ? std::string("SDPO")
              : a.find("ddpo") != std::string::npos ? std::string("DDPO")
                                                    : std::string("REBEL");
     });

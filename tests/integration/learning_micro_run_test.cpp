@@ -29,7 +29,9 @@ struct Case {
   int epochs;
 };
 
-void PrintTo(const Case& c, std::ostream* os) { *os << c.algorithm << " at " << c.learning_rate << ", " << c.epochs << " epochs"; }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.algorithm << " at " << c.learning_rate << ", " << c.epochs << " epochs";
+}
 
 class LearningMicroRun : public ::testing::TestWithParam<Case> {};
 
@@ -65,13 +67,15 @@ TEST_P(LearningMicroRun, ColorfulnessRisesByTenPercent) {
   const auto file = sdpo::RunFile::open(dir + "/run.h5", false);
   const std::vector<double> reward = file.read_curve("eval/steps_4", "reward_mean");
   ASSERT_EQ(reward.size(), 2u) << "the base and the last epoch";
-  EXPECT_GT(reward[1], 1.10 * reward[0]) << algorithm << ": colorfulness at 4 steps went from " << reward[0]
-                                         << " to " << reward[1];
+  EXPECT_GT(reward[1], 1.10 * reward[0]) << algorithm << ": colorfulness at 4 steps went from " << reward[0] << " to "
+                                         << reward[1];
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryAlgorithm, LearningMicroRun,
-                         ::testing::Values(Case{"sdpo", "3e-4", 6}, Case{"ddpo", "3e-4", 6}, Case{"rebel", "1e-4", 10},
-                                           Case{"d3po", "3e-4", 6}),
-                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.algorithm; });
+INSTANTIATE_TEST_SUITE_P(
+    EveryAlgorithm,
+    LearningMicroRun,
+    ::testing::Values(
+        Case{"sdpo", "3e-4", 6}, Case{"ddpo", "3e-4", 6}, Case{"rebel", "1e-4", 10}, Case{"d3po", "3e-4", 6}),
+    [](const ::testing::TestParamInfo<Case>& info) { return info.param.algorithm; });
 
 }  // namespace

@@ -55,8 +55,9 @@ TEST(Manifests, EveryToyManifestValidates) {
 TEST(Manifests, EveryPaperManifestValidatesOnceItsFoldersAreGiven) {
   std::size_t validated = 0;
   for (const auto& f : manifests("paper")) {
-    validated += validate(f, {"model.path=/models/sd-turbo", "reward.options.clip=/models/clip-vit-large-patch14",
-                              "reward.options.head=/models/aesthetic_head.safetensors"})
+    validated += validate(
+                     f, {"model.path=/models/sd-turbo", "reward.options.clip=/models/clip-vit-large-patch14",
+                         "reward.options.head=/models/aesthetic_head.safetensors"})
                      ? 1
                      : 0;
   }
@@ -65,8 +66,9 @@ TEST(Manifests, EveryPaperManifestValidatesOnceItsFoldersAreGiven) {
 }
 
 TEST(Manifests, EveryPaperExperimentExpandsAndValidatesOnceItsFoldersAreGiven) {
-  const std::vector<std::string> folders{"model.path=/models/sd-turbo", "reward.options.clip=/models/clip-vit-large-patch14",
-                                         "reward.options.head=/models/aesthetic_head.safetensors"};
+  const std::vector<std::string> folders{
+      "model.path=/models/sd-turbo", "reward.options.clip=/models/clip-vit-large-patch14",
+      "reward.options.head=/models/aesthetic_head.safetensors"};
   std::size_t experiments = 0;
   for (const auto& f : manifests("paper")) {
     if (!is_experiment(f)) continue;

@@ -2,6 +2,7 @@
 // checkpoints and a sample grid; and a NaN reward that stops a run leaving the last good
 // checkpoint and a readable run file.
 #include <ATen/ATen.h>
+
 #include <boost/json.hpp>
 #include <filesystem>
 
@@ -41,8 +42,9 @@ TEST(MicroRun, TwoEpochsWriteAValidRunFile) {
   auto queries = file.read_curve("train", "reward_queries");
   EXPECT_EQ(queries, (std::vector<double>{24, 48})) << "3 queries per trajectory";
   for (double l : file.read_curve("train", "loss")) EXPECT_TRUE(std::isfinite(l));
-  for (const char* metric : {"reward_first_mean", "reward_last_std", "clipfrac", "adv_clipfrac", "wall_seconds",
-                             "device_seconds", "epoch"}) {
+  for (const char* metric :
+       {"reward_first_mean", "reward_last_std", "clipfrac", "adv_clipfrac", "wall_seconds", "device_seconds",
+        "epoch"}) {
     EXPECT_EQ(file.read_curve("train", metric).size(), 2u) << metric;
   }
   EXPECT_EQ(file.read_curve("eval/steps_1", "epoch"), (std::vector<double>{0, 1, 2}));
@@ -78,7 +80,8 @@ TEST(MicroRun, NaNRewardStopsTheRunAndKeepsTheLastCheckpoint) {
   auto dir = sdpo::test::temp_dir("nan");
   // Calls: eval epoch 0 (2 step counts), epoch 1 (2 batches), eval epoch 1 (2); the 7th call,
   // the first batch of epoch 2, returns NaN.
-  auto m = sdpo::Manifest::parse(micro_manifest(R"({"name": "fixture_nan", "options": {"nan_after": 6}})"), "micro.json");
+  auto m =
+      sdpo::Manifest::parse(micro_manifest(R"({"name": "fixture_nan", "options": {"nan_after": 6}})"), "micro.json");
   sdpo::Trainer trainer(m, {dir});
   try {
     trainer.run();
@@ -97,8 +100,8 @@ TEST(MicroRun, NaNRewardStopsTheRunAndKeepsTheLastCheckpoint) {
 
 TEST(MicroRun, TruncatedCheckpointIsRefusedNamingTheFile) {
   auto dir = sdpo::test::temp_dir("trunc");
-  auto m = sdpo::Manifest::parse(micro_manifest(R"({"name": "colorfulness"})"), "micro.json",
-                                 {"train.epochs=1", "eval.every=0"});
+  auto m = sdpo::Manifest::parse(
+      micro_manifest(R"({"name": "colorfulness"})"), "micro.json", {"train.epochs=1", "eval.every=0"});
   sdpo::Trainer(m, {dir}).run();
   auto file = dir + "/checkpoints/epoch_1/model.safetensors";
   fs::resize_file(file, fs::file_size(file) / 2);
@@ -109,7 +112,8 @@ TEST(MicroRun, TruncatedCheckpointIsRefusedNamingTheFile) {
   } catch (const sdpo::FileError& e) {
     EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
   }
-  EXPECT_THROW(sdpo::checkpoint_load(dir + "/checkpoints/epoch_9", *c.model, nullptr, nullptr, nullptr), sdpo::FileError);
+  EXPECT_THROW(
+      sdpo::checkpoint_load(dir + "/checkpoints/epoch_9", *c.model, nullptr, nullptr, nullptr), sdpo::FileError);
 }
 
 }  // namespace

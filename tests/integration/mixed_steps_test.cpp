@@ -55,11 +55,15 @@ TEST_P(MixedStepRun, EveryAlgorithmTrainsThroughEpochsOfDifferentLengths) {
   EXPECT_EQ(f.read_curve("eval/steps_2", "epoch"), (std::vector<double>{0, 3, 6}));
 }
 
-INSTANTIATE_TEST_SUITE_P(Algorithms, MixedStepRun,
-                         ::testing::Values(R"({"name": "sdpo"})", R"({"name": "ddpo"})",
-                                           R"({"name": "rebel", "options": {"form": "per_step"}})",
-                                           R"({"name": "rebel", "options": {"form": "trajectory"}})",
-                                           R"({"name": "d3po"})"));
+INSTANTIATE_TEST_SUITE_P(
+    Algorithms,
+    MixedStepRun,
+    ::testing::Values(
+        R"({"name": "sdpo"})",
+        R"({"name": "ddpo"})",
+        R"({"name": "rebel", "options": {"form": "per_step"}})",
+        R"({"name": "rebel", "options": {"form": "trajectory"}})",
+        R"({"name": "d3po"})"));
 
 TEST(MixedSteps, AMixedStepRunResumesExactly) {
   const auto m = mixed(R"({"name": "sdpo"})", {"train.checkpoint_every=1"});

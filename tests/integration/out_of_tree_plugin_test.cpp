@@ -3,6 +3,9 @@
 // it (`find_package(sdpo)`), list it with the installed `sdpo plugins` through SDPO_PLUGIN_PATH,
 // and train one micro epoch with it through the installed CLI. It compiles a plugin, so it takes
 // tens of seconds; select it with `ctest -R OutOfTreePlugin`.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -11,8 +14,6 @@
 #include <memory>
 #include <sstream>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "sdpo/run_file.h"
 #include "support/test_support.h"
@@ -66,10 +67,10 @@ TEST(OutOfTreePlugin, InstallBuildListAndTrain) {
   // 1. cmake --install <build> --prefix <prefix>
   auto r = sh(q(cmake) + " --install " + q(SDPO_BUILD_DIR) + " --prefix " + q(prefix));
   ASSERT_EQ(r.status, 0) << r.output;
-  for (const char* f : {"bin/sdpo", "lib/libsdpo.so", "include/sdpo/plugin.h", "include/sdpo/reward.h",
-                        "lib/cmake/sdpo/sdpoConfig.cmake", "lib/cmake/sdpo/sdpoConfigVersion.cmake",
-                        "lib/cmake/sdpo/sdpoTargets.cmake", "lib/cmake/sdpo/SdpoPlugin.cmake",
-                        "lib/sdpo/plugins/sdpo_ddim.so", "lib/sdpo/plugins/sdpo_colorfulness.so"}) {
+  for (const char* f :
+       {"bin/sdpo", "lib/libsdpo.so", "include/sdpo/plugin.h", "include/sdpo/reward.h",
+        "lib/cmake/sdpo/sdpoConfig.cmake", "lib/cmake/sdpo/sdpoConfigVersion.cmake", "lib/cmake/sdpo/sdpoTargets.cmake",
+        "lib/cmake/sdpo/SdpoPlugin.cmake", "lib/sdpo/plugins/sdpo_ddim.so", "lib/sdpo/plugins/sdpo_colorfulness.so"}) {
     EXPECT_TRUE(fs::exists(prefix + "/" + f)) << f;
   }
 
@@ -99,7 +100,7 @@ TEST(OutOfTreePlugin, InstallBuildListAndTrain) {
   EXPECT_TRUE(contains(r.output, "gamma (number, default 1)")) << r.output;
   EXPECT_TRUE(contains(r.output, "file: " + prefix + "/lib/sdpo/plugins/sdpo_ddim.so\n")) << r.output;
   EXPECT_FALSE(contains(r.output, std::string(SDPO_TEST_PLUGIN_DIR) + "/")) << "the build's plugins were loaded\n"
-                                                                             << r.output;
+                                                                            << r.output;
 
   // 4. A 1-epoch micro run with the reward chosen by --set; its values are mean luminances.
   const std::string manifest = tmp + "/micro.json";
@@ -107,7 +108,8 @@ TEST(OutOfTreePlugin, InstallBuildListAndTrain) {
     std::ofstream f(manifest);
     f << sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"("per_step_prompt")", R"("sdpo")");
   }
-  r = sh("cd " + q(tmp) + " && " + sdpo + " train " + q(manifest) + " --output " + q(tmp + "/run") +
+  r =
+      sh("cd " + q(tmp) + " && " + sdpo + " train " + q(manifest) + " --output " + q(tmp + "/run") +
          " --set reward.name=brightness --set reward.options.gamma=2 --set train.epochs=1");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "run file:     " + tmp + "/run/run.h5")) << r.output;
@@ -125,10 +127,12 @@ TEST(OutOfTreePlugin, InstallBuildListAndTrain) {
   }
 
   // 5. The option's error path: out of range, named with the manifest file and JSON path.
-  r = sh(sdpo + " train " + q(manifest) + " --output " + q(tmp + "/bad") +
+  r =
+      sh(sdpo + " train " + q(manifest) + " --output " + q(tmp + "/bad") +
          " --set reward.name=brightness --set reward.options.gamma=0");
   EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_TRUE(contains(r.output, manifest + ": reward.options.gamma: reward 'brightness': expected a number in [0.1, 10], got 0"))
+  EXPECT_TRUE(contains(
+      r.output, manifest + ": reward.options.gamma: reward 'brightness': expected a number in [0.1, 10], got 0"))
       << r.output;
 
   if (!HasFailure()) fs::remove_all(tmp);

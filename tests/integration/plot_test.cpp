@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <vector>
 #include <sstream>
+#include <vector>
 
 #include "sdpo/experiment.h"
 #include "support/test_support.h"
@@ -29,18 +29,35 @@ TEST(PlotScript, WritesTheFigureAndTheTableOfAMicroExperiment) {
       {"name", "micro_plot"},
       {"base", base},
       {"set", boost::json::object{{"eval.every", 1}}},
-      {"runs", boost::json::array{boost::json::object{{"name", "sdpo"}},
-                                  boost::json::object{{"name", "sdpo_lr"}, {"set", {{"train.learning_rate", 0.01}}}}}},
+      {"runs",
+       boost::json::array{
+           boost::json::object{{"name", "sdpo"}},
+           boost::json::object{{"name", "sdpo_lr"}, {"set", {{"train.learning_rate", 0.01}}}}}},
       {"grid", boost::json::object{{"train.seed", boost::json::array{1, 2}}}},
       {"output", boost::json::object{{"dir", dir + "/runs"}}},
       {"plots", boost::json::array{
-          boost::json::object{{"kind", "curves"}, {"file", "curves.png"}, {"group", "variant"}, {"x", "samples"},
-                              {"panels", boost::json::array{boost::json::object{{"y", "eval/steps_1/reward_mean"}},
-                                                            boost::json::object{{"y", "train/reward_last_mean"}}}}},
-          boost::json::object{{"kind", "table"}, {"file", "table.md"}, {"group", "variant"},
-                              {"steps", boost::json::array{1, 2}}, {"base", true}},
-          boost::json::object{{"kind", "sweep"}, {"file", "sweep.png"}, {"x", "train.learning_rate"},
-                              {"group", "variant"}, {"steps", boost::json::array{1, 2}}, {"base", true}}}}};
+                    boost::json::object{
+                        {"kind", "curves"},
+                        {"file", "curves.png"},
+                        {"group", "variant"},
+                        {"x", "samples"},
+                        {"panels",
+                         boost::json::array{
+                             boost::json::object{{"y", "eval/steps_1/reward_mean"}},
+                             boost::json::object{{"y", "train/reward_last_mean"}}}}},
+                    boost::json::object{
+                        {"kind", "table"},
+                        {"file", "table.md"},
+                        {"group", "variant"},
+                        {"steps", boost::json::array{1, 2}},
+                        {"base", true}},
+                    boost::json::object{
+                        {"kind", "sweep"},
+                        {"file", "sweep.png"},
+                        {"x", "train.learning_rate"},
+                        {"group", "variant"},
+                        {"steps", boost::json::array{1, 2}},
+                        {"base", true}}}}};
   const std::string file = dir + "/micro_plot.json";
   std::ofstream(file) << boost::json::serialize(experiment);
 
@@ -81,7 +98,9 @@ TEST(PlotScript, WritesTheFigureAndTheTableOfAMicroExperiment) {
 
   // A plot of a curve no run logged is refused with the file and the curve named.
   experiment["plots"] = boost::json::array{boost::json::object{
-      {"kind", "curves"}, {"file", "bad.png"}, {"panels", boost::json::array{boost::json::object{{"y", "train/nope"}}}}}};
+      {"kind", "curves"},
+      {"file", "bad.png"},
+      {"panels", boost::json::array{boost::json::object{{"y", "train/nope"}}}}}};
   std::ofstream(file) << boost::json::serialize(experiment);
   EXPECT_NE(std::system(cmd.c_str()), 0);
   std::ifstream log(dir + "/plot.log");
@@ -97,7 +116,8 @@ namespace {
 // smaller rate, non-finite runs skipped, and the collapse check (soft toy GenEval below 90% of
 // the base's) removing the run that would otherwise win.
 TEST(SelectRateScript, AppliesTheProtocolRuleAndTheCollapseCheck) {
-  if (std::system("/usr/bin/python3 -c 'import csv' >/dev/null 2>&1") != 0) GTEST_SKIP() << "/usr/bin/python3 is missing";
+  if (std::system("/usr/bin/python3 -c 'import csv' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 is missing";
   const std::string dir = sdpo::test::temp_dir("select_rate");
   std::ofstream(dir + "/sweep.csv") << "run,variant,learning_rate,steps_8_mean\n"
                                        "a1,a,1e-05,10.0\n"

@@ -2,6 +2,7 @@
 // of micro_run_test.cpp write a valid run file with finite losses, one reward query per trajectory
 // (final-image reward) and the parameters move.
 #include <ATen/ATen.h>
+
 #include <boost/json.hpp>
 #include <cmath>
 #include <filesystem>
@@ -70,13 +71,14 @@ TEST(BaselineMicroRun, RebelPerStepWritesAValidRunFile) {
 }
 
 TEST(BaselineMicroRun, RebelTrajectoryWritesAValidRunFile) {
-  expect_valid_micro_run(R"({"name": "rebel", "options": {"form": "trajectory", "eta": 2.0}})",
-                         {"grad_norm", "abs_log_ratio_diff"});
+  expect_valid_micro_run(
+      R"({"name": "rebel", "options": {"form": "trajectory", "eta": 2.0}})", {"grad_norm", "abs_log_ratio_diff"});
 }
 
 TEST(BaselineMicroRun, D3POWritesAValidRunFile) {
-  expect_valid_micro_run(R"({"name": "d3po", "options": {"beta": 0.1, "eps": 0.1}})",
-                         {"grad_norm", "mean_abs_log_q", "mean_abs_log_ratio", "clampfrac", "tie_fraction"});
+  expect_valid_micro_run(
+      R"({"name": "d3po", "options": {"beta": 0.1, "eps": 0.1}})",
+      {"grad_norm", "mean_abs_log_q", "mean_abs_log_ratio", "clampfrac", "tie_fraction"});
 }
 
 }  // namespace

@@ -3,13 +3,14 @@
 // same logged curves (all but the clocks) as one that never stopped, for SDPO and DDPO; the
 // run file is rolled back to the checkpoint; a changed manifest is refused.
 #include <ATen/ATen.h>
+#include <sys/wait.h>
+
 #include <boost/json.hpp>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <sys/wait.h>
 
 #include "sdpo/error.h"
 #include "sdpo/run_file.h"
@@ -65,8 +66,9 @@ TEST_P(Resume, StoppedAfterEpochTwoAndResumedMatchesAnUnbrokenRun) {
 
   resume(m, broken, 2);
   EXPECT_FALSE(fs::exists(broken + "/checkpoints/epoch_3.tmp"));
-  EXPECT_EQ(sdpo::RunFile::open(broken + "/run.h5", false).curve_groups(),
-            (std::vector<std::string>{"eval/steps_1", "eval/steps_2", "train"}));
+  EXPECT_EQ(
+      sdpo::RunFile::open(broken + "/run.h5", false).curve_groups(),
+      (std::vector<std::string>{"eval/steps_1", "eval/steps_2", "train"}));
   sdpo::test::expect_same_run(straight, broken, 4);
 }
 
@@ -98,13 +100,15 @@ TEST(ResumeExtend, ARunOfTwoEpochsExtendedToFourMatchesAFourEpochRun) {
   const auto straight = sdpo::test::temp_dir("extend_straight"), extended = sdpo::test::temp_dir("extend");
   sdpo::Trainer(m4, {straight}).run();
   sdpo::Trainer(m2, {extended}).run();
-  EXPECT_EQ(sdpo::RunFile::open(extended + "/run.h5", false).read_curve("eval/steps_1", "epoch"),
-            (std::vector<double>{0, 2}));
+  EXPECT_EQ(
+      sdpo::RunFile::open(extended + "/run.h5", false).read_curve("eval/steps_1", "epoch"),
+      (std::vector<double>{0, 2}));
   EXPECT_TRUE(fs::exists(extended + "/samples_epoch_2.png"));
 
   resume(m4, extended, 2);
-  EXPECT_EQ(sdpo::RunFile::open(extended + "/run.h5", false).read_curve("eval/steps_1", "epoch"),
-            (std::vector<double>{0, 3, 4}));
+  EXPECT_EQ(
+      sdpo::RunFile::open(extended + "/run.h5", false).read_curve("eval/steps_1", "epoch"),
+      (std::vector<double>{0, 3, 4}));
   EXPECT_FALSE(fs::exists(extended + "/samples_epoch_2.png"));
   sdpo::test::expect_same_run(straight, extended, 4);
   // The run file and manifest.json now hold the extended manifest.

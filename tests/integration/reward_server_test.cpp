@@ -4,10 +4,10 @@
 // documented error, the retry-once path, no child process left behind, and a 1-epoch micro run.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <boost/json.hpp>
 #include <signal.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -45,9 +45,9 @@ const std::string& python_missing() {
   return why;
 }
 
-#define SKIP_WITHOUT_PYTHON()                                                       \
-  do {                                                                              \
-    if (!python_missing().empty()) GTEST_SKIP() << python_missing();                \
+#define SKIP_WITHOUT_PYTHON()                                        \
+  do {                                                               \
+    if (!python_missing().empty()) GTEST_SKIP() << python_missing(); \
   } while (0)
 
 json::array server_command(const std::vector<std::string>& args = {}) {
@@ -79,10 +79,10 @@ at::Tensor test_images(int64_t n, int64_t size, uint64_t seed) {
   auto g = at::make_generator<at::CPUGeneratorImpl>(seed);
   at::Tensor x = at::rand({n, 3, size, size}, g);
   if (n >= 3) {
-    x[0].fill_(0.5);                // gray: 0
-    x[1].zero_();                   // black: 0 (max is 0)
+    x[0].fill_(0.5);  // gray: 0
+    x[1].zero_();     // black: 0 (max is 0)
     x[2].zero_();
-    x[2][0].fill_(1.0);             // pure red: 1
+    x[2][0].fill_(1.0);  // pure red: 1
   }
   return x;
 }
@@ -235,9 +235,10 @@ TEST(RewardServer, ATimeoutIsRetriedOnceThenFails) {
   const std::string dir = sdpo::test::temp_dir("reward_server_timeout");
   auto reward = make_server_reward({"--fail", "sleep", "--log", dir + "/log"}, {{"timeout_seconds", 1.0}});
   const at::Tensor images = test_images(2, 8, 5);
-  expect_error([&] { reward->score(images, {}); },
-               {"request 2 (the retry of request 1): no answer within 1 s (timeout_seconds); the server was killed; "
-                "giving up after one retry (request 1: no answer within 1 s"});
+  expect_error(
+      [&] { reward->score(images, {}); },
+      {"request 2 (the retry of request 1): no answer within 1 s (timeout_seconds); the server was killed; "
+       "giving up after one retry (request 1: no answer within 1 s"});
   const auto requests = read_log(dir + "/log");
   ASSERT_EQ(requests.size(), 2u) << "the request and exactly one retry";
   EXPECT_NE(requests[0].pid, requests[1].pid) << "the retry went to a restarted server";
@@ -254,19 +255,22 @@ TEST(RewardServer, ACrashIsRetriedOnceAndReportsTheExitStatus) {
   const at::Tensor images = test_images(3, 8, 6);
 
   auto always = make_server_reward({"--fail", "crash", "--log", dir + "/always.log"});
-  expect_error([&] { always->score(images, {}); },
-               {"request 2 (the retry of request 1): the server exited with status 3 before answering; giving up "
-                "after one retry (request 1: the server exited with status 3 before answering)"});
+  expect_error(
+      [&] { always->score(images, {}); },
+      {"request 2 (the retry of request 1): the server exited with status 3 before answering; giving up "
+       "after one retry (request 1: the server exited with status 3 before answering)"});
   ASSERT_EQ(read_log(dir + "/always.log").size(), 2u) << "the request and exactly one retry";
 
   // A server that exits while the plugin is still writing a request larger than a pipe holds
   // (221 KB): the write gets EPIPE, and the SIGPIPE it raises must not kill this process.
   auto early = make_server_reward({"--fail", "crash_early"}, {{"batch_size", 8}});
-  expect_error([&] { early->score(test_images(8, 96, 8), {}); },
-               {"the server exited with status 4 while receiving the request; giving up after one retry"});
+  expect_error(
+      [&] { early->score(test_images(8, 96, 8), {}); },
+      {"the server exited with status 4 while receiving the request; giving up after one retry"});
 
   auto killed = make_server_reward({"--fail", "signal"});
-  expect_error([&] { killed->score(images, {}); }, {"the server was killed by signal 9 (", "giving up after one retry"});
+  expect_error(
+      [&] { killed->score(images, {}); }, {"the server was killed by signal 9 (", "giving up after one retry"});
 
   // A server that crashes on its first request only: the retry on a fresh server succeeds.
   auto once = make_server_reward({"--fail", "crash", "--fail-once", dir + "/crashed", "--log", dir + "/once.log"});
@@ -282,24 +286,37 @@ TEST(RewardServer, ACrashIsRetriedOnceAndReportsTheExitStatus) {
 
 TEST(RewardServer, AProtocolVersionMismatchIsRefused) {
   SKIP_WITHOUT_PYTHON();
-  expect_error([&] { make_server_reward({"--fail", "bad_version"}); },
-               {"reward 'reward_server' (command: /usr/bin/python3 " + kServer + " --fail bad_version): protocol "
-                "mismatch: the server speaks 'sdpo-reward' version 2, this plugin speaks 'sdpo-reward' version 1"});
+  expect_error(
+      [&] {
+        make_server_reward({"--fail", "bad_version"});
+      },
+      {"reward 'reward_server' (command: /usr/bin/python3 " + kServer +
+       " --fail bad_version): protocol "
+       "mismatch: the server speaks 'sdpo-reward' version 2, this plugin speaks 'sdpo-reward' version 1"});
 }
 
 TEST(RewardServer, StartupFailuresAndOptionsAreReported) {
   SKIP_WITHOUT_PYTHON();
-  expect_error([&] { make_reward({{"command", json::array{"/nonexistent/reward_server"}}}); },
-               {"reward 'reward_server' (command: /nonexistent/reward_server): cannot start the server: posix_spawnp "
-                "'/nonexistent/reward_server': No such file or directory"});
-  expect_error([&] { make_reward({{"command", json::array{kPython, "-c", "import sys; sys.exit(5)"}}}); },
-               {"-c 'import sys; sys.exit(5)'): the server exited with status 5 before its handshake"});
-  expect_error([&] { make_reward({{"command", json::array{kPython, "-c", "print('hello')"}}}); },
-               {"its first line is not a JSON handshake object: 'hello'"});
   expect_error(
       [&] {
-        make_reward({{"command", json::array{kPython, "-c", "import time; time.sleep(60)"}},
-                     {"startup_timeout_seconds", 0.5}});
+        make_reward({{"command", json::array{"/nonexistent/reward_server"}}});
+      },
+      {"reward 'reward_server' (command: /nonexistent/reward_server): cannot start the server: posix_spawnp "
+       "'/nonexistent/reward_server': No such file or directory"});
+  expect_error(
+      [&] {
+        make_reward({{"command", json::array{kPython, "-c", "import sys; sys.exit(5)"}}});
+      },
+      {"-c 'import sys; sys.exit(5)'): the server exited with status 5 before its handshake"});
+  expect_error(
+      [&] {
+        make_reward({{"command", json::array{kPython, "-c", "print('hello')"}}});
+      },
+      {"its first line is not a JSON handshake object: 'hello'"});
+  expect_error(
+      [&] {
+        make_reward(
+            {{"command", json::array{kPython, "-c", "import time; time.sleep(60)"}}, {"startup_timeout_seconds", 0.5}});
       },
       {"no handshake line within 0.5 s (startup_timeout_seconds); the server was killed"});
   EXPECT_THROW(make_reward({}), sdpo::ManifestError);

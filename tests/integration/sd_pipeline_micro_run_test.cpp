@@ -10,11 +10,11 @@
 
 #include "sdpo/components.h"
 #include "sdpo/decoder.h"
-#include "sdpo/text_encoder.h"
 #include "sdpo/manifest.h"
 #include "sdpo/model.h"
 #include "sdpo/run_file.h"
 #include "sdpo/safetensors.h"
+#include "sdpo/text_encoder.h"
 #include "sdpo/trainer.h"
 #include "support/test_support.h"
 #include "support/tiny_sd.h"
@@ -33,8 +33,10 @@ std::string sd_manifest(const std::string& algorithm, const std::string& normali
     "prompts": "animals",
     "reward": "colorfulness",
     "dense_reward": {"name": "similarity_3_adaptive"},
-    "normalizer": )" + normalizer + R"(,
-    "algorithm": )" + algorithm + R"(,
+    "normalizer": )" +
+         normalizer + R"(,
+    "algorithm": )" +
+         algorithm + R"(,
     "train": {"epochs": 2, "batch_size": 2, "batches_per_epoch": 1, "train_batch_size": 2, "learning_rate": 0.01},
     "sample": {"steps": 3},
     "eval": {"steps": [1, 2], "every": 2, "seeds": 1, "max_prompts": 2},
@@ -44,8 +46,8 @@ std::string sd_manifest(const std::string& algorithm, const std::string& normali
 
 TEST(SDPipelineMicroRun, SDPOTrainsOnlyTheLoRAAndCheckpointsItInDiffusersFormat) {
   const std::string pipeline = sdpo::test::write_tiny_sd_pipeline();
-  auto m = sdpo::Manifest::parse(sd_manifest(R"({"name": "sdpo"})", R"({"name": "per_step_prompt"})"), "tiny_sd.json",
-                                 {"model.path=" + pipeline});
+  auto m = sdpo::Manifest::parse(
+      sd_manifest(R"({"name": "sdpo"})", R"({"name": "per_step_prompt"})"), "tiny_sd.json", {"model.path=" + pipeline});
   // text_encoder and decoder took the model's folder.
   auto c = sdpo::build_components(m, sdpo::ComponentSet::kSampling);
   EXPECT_TRUE(c.model->has_adapter());
@@ -74,10 +76,9 @@ TEST(SDPipelineMicroRun, SDPOTrainsOnlyTheLoRAAndCheckpointsItInDiffusersFormat)
   EXPECT_TRUE(trained) << "lora_B starts at zero; training must have moved it";
 
   // The checkpoint loads back as the model's starting adapter.
-  auto resumed = sdpo::Manifest::parse(sd_manifest(R"({"name": "sdpo"})", R"({"name": "per_step_prompt"})"),
-                                       "tiny_sd.json",
-                                       {"model.path=" + pipeline,
-                                        "model.options.lora_weights=" + dir + "/checkpoints/epoch_2/model.safetensors"});
+  auto resumed = sdpo::Manifest::parse(
+      sd_manifest(R"({"name": "sdpo"})", R"({"name": "per_step_prompt"})"), "tiny_sd.json",
+      {"model.path=" + pipeline, "model.options.lora_weights=" + dir + "/checkpoints/epoch_2/model.safetensors"});
   auto r = sdpo::build_components(resumed, sdpo::ComponentSet::kSampling);
   for (const auto& [key, value] : r.model->trainable_state_dict()) {
     EXPECT_TRUE(value.equal(saved.at(key))) << key;
@@ -104,9 +105,11 @@ TEST(SDPipelineMicroRun, D3POUsesThePolicyWithItsAdapterOffAsReference) {
   // away from log 2; were the adapter left on in the reference it would stay at log 2.
   const std::string sdpo_dir = sdpo::test::temp_dir("tiny_sd_sdpo_for_d3po");
   {
-    sdpo::Trainer trainer(sdpo::Manifest::parse(sd_manifest(R"({"name": "sdpo"})", R"({"name": "per_step_prompt"})"),
-                                                "tiny_sd.json", {"model.path=" + pipeline, "train.learning_rate=0.05"}),
-                          {sdpo_dir});
+    sdpo::Trainer trainer(
+        sdpo::Manifest::parse(
+            sd_manifest(R"({"name": "sdpo"})", R"({"name": "per_step_prompt"})"), "tiny_sd.json",
+            {"model.path=" + pipeline, "train.learning_rate=0.05"}),
+        {sdpo_dir});
     trainer.run();
   }
   const double trained = loss_of({"model.options.lora_weights=" + sdpo_dir + "/checkpoints/epoch_2/model.safetensors"});

@@ -40,10 +40,15 @@ TEST_P(SDPOVariantRun, TwoEpochs) {
 // step_shuffled and stepwise_ordered: T * n_mb / G_acc = 4 * 2 = 8 updates per epoch (7.5);
 // step_accumulated: n_mb / G_acc = 2, T = 4 times fewer (9.5).
 INSTANTIATE_TEST_SUITE_P(
-    Variants, SDPOVariantRun,
-    testing::Values(Variant{R"({})", 8}, Variant{R"({"returns": "none"})", 8},
-                    Variant{R"({"returns": "discounted", "gamma": 0.9})", 8}, Variant{R"({"weighting": "reverse"})", 8},
-                    Variant{R"({"update": "step_shuffled"})", 8}, Variant{R"({"update": "stepwise_ordered"})", 8},
-                    Variant{R"({"update": "step_accumulated"})", 2}));
+    Variants,
+    SDPOVariantRun,
+    testing::Values(
+        Variant{R"({})", 8},
+        Variant{R"({"returns": "none"})", 8},
+        Variant{R"({"returns": "discounted", "gamma": 0.9})", 8},
+        Variant{R"({"weighting": "reverse"})", 8},
+        Variant{R"({"update": "step_shuffled"})", 8},
+        Variant{R"({"update": "stepwise_ordered"})", 8},
+        Variant{R"({"update": "step_accumulated"})", 2}));
 
 }  // namespace

@@ -24,8 +24,8 @@ std::vector<std::string> read_lines(const std::string& path) {
 // still report (as zeros), and it samples the 12 unseen prompts in well under a second.
 std::string write_micro_manifest(const std::string& dir) {
   const std::string path = dir + "/micro.json";
-  std::ofstream(path) << sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "per_step_prompt"})",
-                                                    R"({"name": "sdpo"})");
+  std::ofstream(path) << sdpo::test::micro_manifest(
+      R"({"name": "colorfulness"})", R"({"name": "per_step_prompt"})", R"({"name": "sdpo"})");
   return path;
 }
 
@@ -34,9 +34,10 @@ TEST(ToyGenevalTool, PrintsTheTableAndWritesOneCsvRowPerImage) {
   const std::string manifest = write_micro_manifest(dir);
   const Result r = run(manifest + " --steps 1 --seeds 1 --prompts unseen --threads 1 --csv " + dir + "/images.csv");
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("| steps | single_object | counting | position | two_object | overall | soft |\n"
-                          "|---|---|---|---|---|---|---|\n| 1 | "),
-            std::string::npos)
+  EXPECT_NE(
+      r.output.find("| steps | single_object | counting | position | two_object | overall | soft |\n"
+                    "|---|---|---|---|---|---|---|\n| 1 | "),
+      std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("prompts unseen (12) x 1 seeds"), std::string::npos) << r.output;
   const std::vector<std::string> csv = read_lines(dir + "/images.csv");
@@ -61,9 +62,11 @@ TEST(ToyGenevalTool, BadInputExitsTwoAndRuntimeErrorsOne) {
   expect(manifest + " --prompts everything --threads 1", 2, "--prompts: expected geneval, eval, unseen or train");
   expect(manifest + " --threads 0", 2, "--threads: expected a thread count");
   // The sampler is asked before sampling: an lcm schedule of 4 origin steps takes at most 4.
-  expect(manifest + " --steps 1,8 --set 'sampler={\"name\": \"lcm\", \"options\": {\"original_inference_steps\": 4}}'",
-         2, "--steps: sampler 'lcm' of " + manifest + " cannot take 8 steps");
-  expect(manifest + " --checkpoint " + dir + "/no_such_checkpoint", 1, "no_such_checkpoint: checkpoint folder not found");
+  expect(
+      manifest + " --steps 1,8 --set 'sampler={\"name\": \"lcm\", \"options\": {\"original_inference_steps\": 4}}'", 2,
+      "--steps: sampler 'lcm' of " + manifest + " cannot take 8 steps");
+  expect(
+      manifest + " --checkpoint " + dir + "/no_such_checkpoint", 1, "no_such_checkpoint: checkpoint folder not found");
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 //     batches, batch by batch;
 //   - an unknown schedule is a ManifestError naming train.update_schedule.
 #include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -89,7 +90,8 @@ TEST(UpdateScheduleMicroRun, PerBatchUpdatesOnceForEachBatchOnThatBatchsRows) {
   ASSERT_EQ(per_batch.training_calls.size(), static_cast<std::size_t>(epochs * batches * T));
   for (const auto& call : per_batch.training_calls) EXPECT_EQ(call.batch, rows_per_batch);
 
-  auto fe = sdpo::RunFile::open(epoch.dir + "/run.h5", false), fp = sdpo::RunFile::open(per_batch.dir + "/run.h5", false);
+  auto fe = sdpo::RunFile::open(epoch.dir + "/run.h5", false),
+       fp = sdpo::RunFile::open(per_batch.dir + "/run.h5", false);
   // `updates` is the optimizer's running count, after the epoch's last batch.
   EXPECT_EQ(fe.read_curve("train", "updates"), (std::vector<double>{4, 8}));
   EXPECT_EQ(fp.read_curve("train", "updates"), (std::vector<double>{8, 16}));
@@ -144,7 +146,8 @@ TEST(UpdateScheduleDistributed, TwoRanksUpdateBatchByBatchLikeOneProcessOnTheUni
   // (TrainerOptions::sampling_ranks): rank r's second batch is then the simulated rank r's second
   // batch up to the float rounding of the first update, and every update of 2 ranks (2 pairs
   // each) is that of one process on the union (4 pairs).
-  const std::string algorithm = R"({"name": "sdpo", "options": {"update": "stepwise_ordered", "shuffle_batch": false}})";
+  const std::string algorithm =
+      R"({"name": "sdpo", "options": {"update": "stepwise_ordered", "shuffle_batch": false}})";
   const std::string text = sdpo::test::micro_manifest(
       R"({"name": "colorfulness"})", R"({"name": "per_step_prompt", "options": {"buffer_size": 8, "min_count": 2}})",
       algorithm);
@@ -161,9 +164,10 @@ TEST(UpdateScheduleDistributed, TwoRanksUpdateBatchByBatchLikeOneProcessOnTheUni
   auto union_run = [&](const std::string& name, const std::string& schedule) {
     sdpo::TrainerOptions o(dir + "/" + name);
     o.sampling_ranks = 2;
-    sdpo::Trainer(sdpo::Manifest::parse(text, path, {"train.epochs=1", "train.train_batch_size=4",
-                                                     "train.update_schedule=" + schedule}),
-                  o)
+    sdpo::Trainer(
+        sdpo::Manifest::parse(
+            text, path, {"train.epochs=1", "train.train_batch_size=4", "train.update_schedule=" + schedule}),
+        o)
         .run();
     return sdpo::safetensors_load(sdpo::checkpoint_dir(dir + "/" + name, 1) + "/model.safetensors");
   };
@@ -180,7 +184,8 @@ TEST(UpdateScheduleDistributed, TwoRanksUpdateBatchByBatchLikeOneProcessOnTheUni
   }
   EXPECT_GT(differs_from_epoch, 1e-5) << "per_batch's updates should differ from the epoch schedule's";
 
-  auto f2 = sdpo::RunFile::open(dir + "/two/run.h5", false), f1 = sdpo::RunFile::open(dir + "/union_per_batch/run.h5", false);
+  auto f2 = sdpo::RunFile::open(dir + "/two/run.h5", false),
+       f1 = sdpo::RunFile::open(dir + "/union_per_batch/run.h5", false);
   EXPECT_EQ(f2.read_curve("train", "samples"), (std::vector<double>{16}));  // 2 ranks x 2 batches x 2 pairs x 2
   EXPECT_EQ(f2.read_curve("train", "samples"), f1.read_curve("train", "samples"));
   EXPECT_EQ(f2.read_curve("train", "reward_queries"), f1.read_curve("train", "reward_queries"));

@@ -11,8 +11,8 @@ namespace sdpo::test {
 
 /// Component `name` of `kind` with options `options_json` (a JSON object), from manifest `file`
 /// at json_path "<kind>.options".
-inline sdpo::ComponentConfig component_config(const std::string& kind, const std::string& name,
-                                              const std::string& options_json, const std::string& file) {
+inline sdpo::ComponentConfig component_config(
+    const std::string& kind, const std::string& name, const std::string& options_json, const std::string& file) {
   sdpo::ComponentConfig c;
   c.kind = kind;
   c.name = name;

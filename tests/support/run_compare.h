@@ -4,10 +4,10 @@
 // normalizer state and counters, and every logged curve except the clocks (is_clock()).
 
 #include <ATen/ATen.h>
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <boost/json.hpp>
 #include <cstring>
 #include <string>
 #include <vector>

@@ -2,19 +2,19 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
-#include "clip_text/clip_text_model.h"
-#include "clip_text/tokenizer.h"
-#include "sd_unet/unet.h"
-#include "sd_vae/vae_decoder.h"
+#include "sdpo/models/clip/clip_text_model.h"
+#include "sdpo/models/nn/hf_config.h"
+#include "sdpo/models/sd_unet/unet.h"
+#include "sdpo/models/sd_vae/vae_decoder.h"
+#include "sdpo/models/tokenizers/clip_tokenizer.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
 #include "sdpo/safetensors.h"
 #include "sdpo/tensor_map.h"
 
@@ -47,8 +47,12 @@ nn::HFConfig config(const std::string& json, const fs::path& file) {
 // The caller builds the module under the same ScopedSeed, so the file depends on the seed only,
 // not on whatever drew from the global generator before. The tests add noise scaled so that
 // activations stay O(1) through the tiny networks.
-void save(const std::string& component, torch::nn::Module& m, double noise, const fs::path& file,
-          const SDPipelineProgress& progress) {
+void save(
+    const std::string& component,
+    torch::nn::Module& m,
+    double noise,
+    const fs::path& file,
+    const SDPipelineProgress& progress) {
   std::int64_t n = 0;
   {
     at::NoGradGuard no_grad;
@@ -64,7 +68,8 @@ void save(const std::string& component, torch::nn::Module& m, double noise, cons
 }  // namespace
 
 const SDPipelineConfigs& sd_turbo_configs() {
-  static const SDPipelineConfigs c{R"({
+  static const SDPipelineConfigs c{
+      R"({
   "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.24.0.dev0",
   "act_fn": "silu", "addition_embed_type": null, "addition_embed_type_num_heads": 64,
   "addition_time_embed_dim": null, "attention_head_dim": [5, 10, 20, 20], "attention_type": "default",
@@ -83,12 +88,14 @@ const SDPipelineConfigs& sd_turbo_configs() {
   "timestep_post_act": null, "transformer_layers_per_block": 1,
   "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
   "upcast_attention": null, "use_linear_projection": true
-})", R"({
+})",
+      R"({
   "architectures": ["CLIPTextModel"], "hidden_size": 1024, "num_hidden_layers": 23, "num_attention_heads": 16,
   "intermediate_size": 4096, "hidden_act": "gelu", "max_position_embeddings": 77, "vocab_size": 49408,
   "layer_norm_eps": 1e-05, "attention_dropout": 0.0, "dropout": 0.0, "projection_dim": 512,
   "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1, "torch_dtype": "float32"
-})", R"({"_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3,
+})",
+      R"({"_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3,
   "latent_channels": 4, "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
   "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
   "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
@@ -97,22 +104,29 @@ const SDPipelineConfigs& sd_turbo_configs() {
 }
 
 const SDPipelineConfigs& tiny_sd_configs() {
-  static const SDPipelineConfigs c{R"({
+  static const SDPipelineConfigs c{
+      R"({
   "block_out_channels": [16, 32], "layers_per_block": 1, "attention_head_dim": [2, 2],
   "cross_attention_dim": 16, "sample_size": 8, "norm_num_groups": 8, "use_linear_projection": true,
   "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]
-})", R"({
+})",
+      R"({
   "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
   "max_position_embeddings": 77, "vocab_size": 514, "hidden_act": "gelu"
-})", R"({
+})",
+      R"({
   "block_out_channels": [8, 16], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4,
   "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"], "scaling_factor": 0.18215
 })"};
   return c;
 }
 
-void write_sd_pipeline(const std::string& root_dir, const SDPipelineConfigs& configs, unsigned seed, double noise,
-                       const SDPipelineProgress& progress) {
+void write_sd_pipeline(
+    const std::string& root_dir,
+    const SDPipelineConfigs& configs,
+    unsigned seed,
+    double noise,
+    const SDPipelineProgress& progress) {
   const fs::path root(root_dir);
   write_text(root / "model_index.json", kModelIndex);
   write_text(root / "scheduler" / "scheduler_config.json", kScheduler);

@@ -28,7 +28,11 @@ using SDPipelineProgress = std::function<void(const std::string&, std::int64_t, 
 /// (seed + 2) with its default initialization, then `noise` * N(0, 1) is added to every parameter
 /// under the same seed (0: none), so the files depend on `seed` and `noise` only. The tokenizer is
 /// byte-level without merges (every character one token, ids < 514). Throws on a write error.
-void write_sd_pipeline(const std::string& root, const SDPipelineConfigs& configs, unsigned seed, double noise,
-                       const SDPipelineProgress& progress = {});
+void write_sd_pipeline(
+    const std::string& root,
+    const SDPipelineConfigs& configs,
+    unsigned seed,
+    double noise,
+    const SDPipelineProgress& progress = {});
 
 }  // namespace sdpo::test

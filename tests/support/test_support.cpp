@@ -1,20 +1,19 @@
 #include "support/test_support.h"
 
-#include "sdpo/error.h"
-
-#include <boost/json/parse.hpp>
 #include <sys/wait.h>
 
 #include <array>
 #include <atomic>
-#include <cstdio>
-#include <memory>
+#include <boost/json/parse.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 
+#include "sdpo/error.h"
 #include "sdpo/json.h"
 #include "sdpo/plugin.h"
 
@@ -59,35 +58,39 @@ std::string micro_manifest(const std::string& reward, const std::string& normali
     "decoder": "identity",
     "sampler": {"name": "ddim"},
     "prompts": {"name": "shapes", "options": {"image_size": 8}},
-    "reward": )" + reward + R"(,
+    "reward": )" +
+         reward + R"(,
     "dense_reward": {"name": "similarity_3_adaptive"},
-    "normalizer": )" + normalizer + R"(,
-    "algorithm": )" + algorithm + R"(,
+    "normalizer": )" +
+         normalizer + R"(,
+    "algorithm": )" +
+         algorithm + R"(,
     "train": {"epochs": 2, "batch_size": 2, "batches_per_epoch": 2, "train_batch_size": 2, "learning_rate": 0.001},
     "sample": {"steps": 4},
     "eval": {"steps": [1, 2], "seeds": 1, "max_prompts": 2},
     "output": {"progress": false, "grid_prompts": 2},
-    "plugin_paths": [")" + std::string(SDPO_TEST_FIXTURE_DIR) + R"(/fixture_nan_reward.so"]
+    "plugin_paths": [")" +
+         std::string(SDPO_TEST_FIXTURE_DIR) + R"(/fixture_nan_reward.so"]
   })";
 }
 
 std::string micro_algorithm_manifest(const std::string& algorithm) {
   if (algorithm == "ddpo") {
-    return micro_manifest(R"({"name": "colorfulness"})",
-                          R"({"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-                          R"({"name": "ddpo", "options": {"estimator": "is"}})");
+    return micro_manifest(
+        R"({"name": "colorfulness"})", R"({"name": "per_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+        R"({"name": "ddpo", "options": {"estimator": "is"}})");
   }
-  return micro_manifest(R"({"name": "colorfulness"})",
-                        R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
-                        R"({"name": ")" + algorithm + R"("})");
+  return micro_manifest(
+      R"({"name": "colorfulness"})", R"({"name": "per_step_prompt", "options": {"buffer_size": 4, "min_count": 2}})",
+      R"({"name": ")" + algorithm + R"("})");
 }
 
 std::string temp_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
   namespace fs = std::filesystem;
   auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-  fs::path p = fs::temp_directory_path() /
-      ("sdpo_test_" + tag + "_" + std::to_string(stamp) + "_" + std::to_string(counter++));
+  fs::path p =
+      fs::temp_directory_path() / ("sdpo_test_" + tag + "_" + std::to_string(stamp) + "_" + std::to_string(counter++));
   fs::create_directories(p);
   return p.string();
 }
@@ -110,8 +113,8 @@ void expect_close(const at::Tensor& a, const at::Tensor& b, double rtol, double 
   auto bad = (err > tol);
   if (bad.any().item<bool>()) {
     auto idx = bad.flatten().nonzero()[0].item<int64_t>();
-    FAIL() << what << ": element " << idx << " got " << ad.flatten()[idx].item<double>()
-           << " expected " << bd.flatten()[idx].item<double>();
+    FAIL() << what << ": element " << idx << " got " << ad.flatten()[idx].item<double>() << " expected "
+           << bd.flatten()[idx].item<double>();
   }
 }
 

@@ -2,8 +2,9 @@
 // Shared test helpers: tensor comparison, the golden vectors, temporary folders, plugins.
 
 #include <ATen/ATen.h>
-#include <boost/json/value.hpp>
 #include <gtest/gtest.h>
+
+#include <boost/json/value.hpp>
 #include <functional>
 #include <string>
 #include <vector>

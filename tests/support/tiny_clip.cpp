@@ -10,7 +10,7 @@
 #include <fstream>
 #include <vector>
 
-#include "clip_text/tokenizer.h"
+#include "sdpo/models/tokenizers/clip_tokenizer.h"
 #include "sdpo/safetensors.h"
 
 namespace sdpo::test {
@@ -227,19 +227,15 @@ TensorMap to_open_clip(const TensorMap& w, const TinyCLIPSpec& s) {
 
 std::string tiny_open_clip_config(const TinyCLIPSpec& s) {
   boost::json::object vision{
-      {"image_size", s.image},
-      {"layers", s.layers},
-      {"width", s.hidden},
-      {"head_width", s.hidden / s.heads},
-      {"patch_size", s.patch},
-      {"mlp_ratio", static_cast<double>(s.mlp) / static_cast<double>(s.hidden)}};
-  boost::json::object text{
-      {"context_length", s.positions},
-      {"vocab_size", s.vocab},
-      {"width", s.text_hidden},
-      {"heads", s.text_heads},
-      {"layers", s.text_layers},
-      {"mlp_ratio", static_cast<double>(s.text_mlp) / static_cast<double>(s.text_hidden)}};
+      {"image_size", s.image}, {"layers", s.layers},
+      {"width", s.hidden},     {"head_width", s.hidden / s.heads},
+      {"patch_size", s.patch}, {"mlp_ratio", static_cast<double>(s.mlp) / static_cast<double>(s.hidden)}};
+  boost::json::object text{{"context_length", s.positions},
+                           {"vocab_size", s.vocab},
+                           {"width", s.text_hidden},
+                           {"heads", s.text_heads},
+                           {"layers", s.text_layers},
+                           {"mlp_ratio", static_cast<double>(s.text_mlp) / static_cast<double>(s.text_hidden)}};
   boost::json::object config{
       {"embed_dim", s.projection}, {"quick_gelu", s.act == "quick_gelu"}, {"vision_cfg", vision}, {"text_cfg", text}};
   return boost::json::serialize(config);
@@ -263,8 +259,13 @@ at::Tensor ref_layer_norm(const TensorMap& w, const at::Tensor& x, const std::st
 // Pre-LN encoder layers of models.md 3.3 under `prefix` ("text_model.encoder.layers."): attention
 // with softmax(q k^T / sqrt(d)) (future positions masked when `causal`), then the MLP.
 at::Tensor ref_encoder(
-    const TensorMap& w, at::Tensor x, const std::string& prefix, std::int64_t layers, std::int64_t heads,
-    const std::string& act, bool causal) {
+    const TensorMap& w,
+    at::Tensor x,
+    const std::string& prefix,
+    std::int64_t layers,
+    std::int64_t heads,
+    const std::string& act,
+    bool causal) {
   const std::int64_t b = x.size(0), n = x.size(1), dim = x.size(2), d = dim / heads;
   auto lin = [&](const at::Tensor& t, const std::string& k) {
     return at::matmul(t, w.at(k + ".weight").t()) + w.at(k + ".bias");

@@ -26,7 +26,7 @@ struct TinyCLIPSpec {
   std::string act = "quick_gelu";  ///< both towers
   double logit_scale = 2.6592;
   std::string pad_token = "<|endoftext|>";  ///< special_tokens_map.json's pad_token ("" = no such file)
-  bool position_ids = true;  ///< add the int64 position_ids buffers older transformers files hold
+  bool position_ids = true;                 ///< add the int64 position_ids buffers older transformers files hold
   std::int64_t tokens() const { return (image / patch) * (image / patch) + 1; }
 };
 

@@ -2,7 +2,7 @@
 // Tiny ImageReward folders for the `imagereward` tests and the reward conformance suite: the
 // published ImageReward.pt key names and shapes spelled out from research/models.md 6.4 (key
 // pattern, ITC projections and the position_ids buffer the published file also holds),
-// independently of rewards/imagereward/blip_model.cpp, so that loading them checks that code; a
+// independently of models/blip/src/blip_model.cpp, so that loading them checks that code; a
 // med_config.json, a vision-size JSON and a small bert-style vocab.txt.
 //
 // Header-only (inline) because tests/CMakeLists.txt compiles a fixed list of support sources.

@@ -9,6 +9,7 @@
 // (the same policy for every row). Training-mode forwards are recorded (rows and timesteps).
 
 #include <ATen/ATen.h>
+
 #include <string>
 #include <vector>
 
@@ -57,8 +58,14 @@ class TransitionBiasModel final : public sdpo::Model {
 /// one-hot i ((n, 1, n), the rows a TransitionBiasModel(n) tells apart), prompts "p". Paired:
 /// rows i and i + n/2 are a pair, sharing x_T when `shared_noise`. Rewards and advantages are
 /// left for the test to write.
-inline sdpo::RolloutBuffer sampled_buffer(sdpo::Model& model, sdpo::Sampler& sampler, std::int64_t n,
-                                          std::int64_t num_steps, bool paired, bool shared_noise, at::Generator& gen) {
+inline sdpo::RolloutBuffer sampled_buffer(
+    sdpo::Model& model,
+    sdpo::Sampler& sampler,
+    std::int64_t n,
+    std::int64_t num_steps,
+    bool paired,
+    bool shared_noise,
+    at::Generator& gen) {
   at::Tensor x_T = at::randn({n, 1, 2, 2}, gen);
   if (paired && shared_noise) {
     const at::Tensor a = x_T.slice(0, 0, n / 2);

@@ -4,6 +4,7 @@
 // gamma > 1 favors a few very bright pixels over evenly lit images of the same mean.
 
 #include <ATen/ATen.h>
+
 #include <memory>
 #include <sstream>
 #include <string>
@@ -54,10 +55,8 @@ class BrightnessReward : public sdpo::Reward {
 
 void register_brightness(sdpo::Registry& registry) {
   registry.add<sdpo::Reward, BrightnessOptions>(
-      "brightness", "mean luminance of the image, in [0, 1] (example out-of-tree plugin)",
-      &BrightnessOptions::read, [](const BrightnessOptions& o, const sdpo::ComponentConfig&) {
-        return std::make_shared<BrightnessReward>(o);
-      });
+      "brightness", "mean luminance of the image, in [0, 1] (example out-of-tree plugin)", &BrightnessOptions::read,
+      [](const BrightnessOptions& o, const sdpo::ComponentConfig&) { return std::make_shared<BrightnessReward>(o); });
 }
 
 }  // namespace

@@ -6,12 +6,12 @@
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
 
 #include "sdpo/api.h"
-
 #include "sdpo/rollout.h"
 
 namespace sdpo {
@@ -38,10 +38,10 @@ struct UpdateContext {
   Model& model;
   Sampler& sampler;
   Optimizer& optimizer;
-  at::Generator generator;   ///< shuffles and any other randomness
+  at::Generator generator;  ///< shuffles and any other randomness
   std::int64_t epoch = 0;
   std::int64_t train_batch_size = 1;  ///< B_t: trajectories (or pairs) per micro-batch
-  Model* reference = nullptr;  ///< frozen pretrained model when spec().needs_reference_model
+  Model* reference = nullptr;         ///< frozen pretrained model when spec().needs_reference_model
 };
 
 /// Scalar metrics of one update phase, logged under /curves/train/<name>.

@@ -32,7 +32,7 @@ struct BenchReport {
   std::string algorithm;  ///< the manifest's algorithm
   std::string device;     ///< the manifest's device
   std::int64_t devices = 1;
-  std::int64_t epochs = 0;         ///< timed epochs
+  std::int64_t epochs = 0;  ///< timed epochs
   std::int64_t warmup_epochs = 0;
   EpochTimes times;                ///< summed over the timed epochs
   std::int64_t forwards = 0;       ///< model forwards in the timed epochs (policy and reference)

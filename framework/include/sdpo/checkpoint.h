@@ -11,6 +11,7 @@
 // (TrainerOptions::resume).
 
 #include <ATen/core/Generator.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -32,15 +33,23 @@ struct TrainingCounters {
 /// `rank_rng_states`: in a multi-process run, every rank's generator state (index = rank; written
 /// by rank 0 as rng_state.rank<r> for r >= 1, rank 0's is `generator`). Empty for one process.
 void checkpoint_save(
-    const std::string& dir, const Model& model, const Optimizer& optimizer, const Normalizer& normalizer,
-    const at::Generator& generator, const TrainingCounters& counters,
+    const std::string& dir,
+    const Model& model,
+    const Optimizer& optimizer,
+    const Normalizer& normalizer,
+    const at::Generator& generator,
+    const TrainingCounters& counters,
     const std::vector<at::Tensor>& rank_rng_states = {});
 
 /// Restores what is given (null pointers are skipped). Missing or truncated files throw a
 /// FileError naming the file. `rank` > 0 restores that rank's generator state (a checkpoint of a
 /// run with fewer processes has none: FileError).
 TrainingCounters checkpoint_load(
-    const std::string& dir, Model& model, Optimizer* optimizer, Normalizer* normalizer, at::Generator* generator,
+    const std::string& dir,
+    Model& model,
+    Optimizer* optimizer,
+    Normalizer* normalizer,
+    at::Generator* generator,
     int rank = 0);
 
 }  // namespace sdpo

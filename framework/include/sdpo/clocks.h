@@ -23,6 +23,7 @@
 // Thread safety: seconds() may be called from any thread.
 
 #include <c10/core/Device.h>
+
 #include <chrono>
 
 #include "sdpo/api.h"

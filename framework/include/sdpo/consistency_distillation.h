@@ -28,15 +28,19 @@ struct LCDTimesteps {
 /// 0), index 49 -> (999, 979). The origin grid is the lcm sampler's (models.md 8.2), so the
 /// student is trained at exactly the timesteps its n-step schedules visit; the first grid point
 /// steps to t = 0, where the boundary condition f(x, 0) = x makes the target the teacher's step.
-LCDTimesteps lcd_timesteps(const at::Tensor& index, std::int64_t num_train_timesteps,
-                           std::int64_t original_inference_steps);
+LCDTimesteps lcd_timesteps(
+    const at::Tensor& index, std::int64_t num_train_timesteps, std::int64_t original_inference_steps);
 
 /// One deterministic DDIM step (eta 0) of the teacher from x at t_{n+1} to t_n (algorithms.md
 /// 2.4 with sigma = 0): x^ = sqrt(ab_{t_n}) x0_hat + sqrt(1 - ab_{t_n}) eps_hat, where x0_hat and
 /// eps_hat come from `teacher_output` by `prediction` ("epsilon", "v_prediction", "sample").
 /// `alphas_cumprod`: (T_train,); `teacher_output`, `x`: (B, ...). Returns (B, ...).
-at::Tensor lcd_teacher_step(const at::Tensor& alphas_cumprod, const at::Tensor& teacher_output,
-                            const LCDTimesteps& t, const at::Tensor& x, const std::string& prediction);
+at::Tensor lcd_teacher_step(
+    const at::Tensor& alphas_cumprod,
+    const at::Tensor& teacher_output,
+    const LCDTimesteps& t,
+    const at::Tensor& x,
+    const std::string& prediction);
 
 /// The distance d(a, b) averaged over every element (a, b: same shape): "l2" -> (a - b)^2;
 /// "huber" -> sqrt((a - b)^2 + c^2) - c (the pseudo-Huber loss of improved consistency training,

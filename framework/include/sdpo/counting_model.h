@@ -19,6 +19,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -79,7 +80,7 @@ class SDPO_API CountingModel final : public Model {
 /// `backwards` times out.sum().backward() (retaining the graph between them). Nothing else: no
 /// sampler math, no loss, no optimizer step. Leaves the trainable parameters' gradients
 /// undefined. Returns the wall seconds, the device synchronized at both ends.
-SDPO_API double replay_model_calls(Model& model, const ModelCallLog& log, const std::vector<ModelCall>& calls,
-                                   c10::Device device);
+SDPO_API double replay_model_calls(
+    Model& model, const ModelCallLog& log, const std::vector<ModelCall>& calls, c10::Device device);
 
 }  // namespace sdpo

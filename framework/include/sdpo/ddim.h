@@ -6,6 +6,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -36,8 +37,12 @@ struct DDIMPrediction {
   at::Tensor pred_x0;   ///< (B, ...)
   at::Tensor pred_eps;  ///< (B, ...)
 };
-DDIMPrediction ddim_prediction(const at::Tensor& alphas_cumprod, const at::Tensor& model_output,
-                               const at::Tensor& timestep, const at::Tensor& sample, const std::string& prediction);
+DDIMPrediction ddim_prediction(
+    const at::Tensor& alphas_cumprod,
+    const at::Tensor& model_output,
+    const at::Tensor& timestep,
+    const at::Tensor& sample,
+    const std::string& prediction);
 
 struct DDIMStepResult {
   at::Tensor prev_sample;  ///< (B, ...)

@@ -11,6 +11,7 @@
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 
 #include "sdpo/api.h"

@@ -8,6 +8,7 @@
 //   // c.cosine_mean ∈ [-1, 1]; c.l1_sum, c.l2_sum, c.l2_pooled >= 0
 
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 
 namespace sdpo {

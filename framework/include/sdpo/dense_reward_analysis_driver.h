@@ -13,6 +13,7 @@
 // Thread safety: not thread-safe (builds components, loads plugins).
 
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -29,19 +30,19 @@ struct DenseRewardAnalysisOptions {
 };
 
 struct DenseRewardAnalysisRow {
-  std::string predictor;                   ///< registered dense_reward name
-  std::int64_t queries_per_trajectory = 0; ///< steps its plan queried per trajectory
-  DenseRewardComparison comparison;        ///< against the target, after normalization
-  at::Tensor dense;                        ///< (N, T) its raw dense rewards (CPU float)
+  std::string predictor;                    ///< registered dense_reward name
+  std::int64_t queries_per_trajectory = 0;  ///< steps its plan queried per trajectory
+  DenseRewardComparison comparison;         ///< against the target, after normalization
+  at::Tensor dense;                         ///< (N, T) its raw dense rewards (CPU float)
 };
 
 struct DenseRewardAnalysis {
-  std::int64_t trajectories = 0;   ///< N
-  std::int64_t steps = 0;          ///< T = sample.steps
-  std::string reward;              ///< the manifest's reward name
-  at::Tensor target;               ///< (N, T) raw exact rewards of every step (CPU float)
+  std::int64_t trajectories = 0;             ///< N
+  std::int64_t steps = 0;                    ///< T = sample.steps
+  std::string reward;                        ///< the manifest's reward name
+  at::Tensor target;                         ///< (N, T) raw exact rewards of every step (CPU float)
   std::vector<DenseRewardAnalysisRow> rows;  ///< one per registered predictor, by name
-  std::string csv_path, h5_path;   ///< files written
+  std::string csv_path, h5_path;             ///< files written
 };
 
 /// Runs the analysis and writes <dir>/dense_reward_analysis.csv and .h5. Throws ManifestError

@@ -33,6 +33,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -50,7 +51,7 @@ struct DistributedOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::chrono::milliseconds timeout{300000};
-  std::string backend;  ///< "gloo" or "nccl"; empty: nccl on a CUDA device when built in, else gloo
+  std::string backend;            ///< "gloo" or "nccl"; empty: nccl on a CUDA device when built in, else gloo
   c10::Device device{c10::kCPU};  ///< the training device (NCCL needs cuda:<local_rank>)
 
   /// Reads the environment above. Returns world_size 1 when WORLD_SIZE is unset; throws a

@@ -5,9 +5,9 @@
 // by the host (aesthetics.md, "Errors at the boundary").
 
 #include <stdexcept>
+#include <string>
 
 #include "sdpo/api.h"
-#include <string>
 
 namespace sdpo {
 

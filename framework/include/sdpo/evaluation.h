@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -31,8 +32,11 @@ struct EvalResult {
 /// by a generator seeded with seeds[i]; the same seed gives the same initial noise at every
 /// step count. Returns (N, 3, H, W) in [0, 1].
 at::Tensor generate_images(
-    Components& c, const std::vector<std::string>& prompts, const std::vector<std::int64_t>& seeds,
-    std::int64_t steps, c10::Device device);
+    Components& c,
+    const std::vector<std::string>& prompts,
+    const std::vector<std::int64_t>& seeds,
+    std::int64_t steps,
+    c10::Device device);
 
 /// The evaluation prompts: eval.prompt_set of the prompt source, cut to eval.max_prompts. An empty
 /// set throws a ManifestError at eval.prompt_set (the trainer checks it before the first epoch).

@@ -55,11 +55,11 @@ namespace sdpo {
 
 /// One run of an experiment.
 struct ExperimentRun {
-  std::string name;               ///< stable, unique; also the folder name
-  std::string variant;            ///< runs[i].name; empty without "runs"
-  boost::json::object settings;   ///< what sets it apart: the variant's "set" and its grid point
-  Manifest manifest;              ///< resolved (see the file comment)
-  std::string dir;                ///< <output dir>/<name>
+  std::string name;              ///< stable, unique; also the folder name
+  std::string variant;           ///< runs[i].name; empty without "runs"
+  boost::json::object settings;  ///< what sets it apart: the variant's "set" and its grid point
+  Manifest manifest;             ///< resolved (see the file comment)
+  std::string dir;               ///< <output dir>/<name>
 };
 
 struct Experiment {
@@ -73,8 +73,8 @@ struct Experiment {
   /// (errors name "<path> (run <name>; base <file>)" and the JSON path). `overrides` ("json.path=value")
   /// apply to every run after the experiment's own settings; `output_dir` (when not empty)
   /// replaces output.dir. Throws FileError or ManifestError.
-  static Experiment load(const std::string& path, const std::vector<std::string>& overrides = {},
-                         const std::string& output_dir = {});
+  static Experiment load(
+      const std::string& path, const std::vector<std::string>& overrides = {}, const std::string& output_dir = {});
 };
 
 /// One entry of index.json.
@@ -82,14 +82,14 @@ struct RunRecord {
   std::string name;
   std::string variant;
   boost::json::object settings;
-  std::string folder;                ///< the run folder, relative to the index's folder
-  std::string state;                 ///< "pending", "running", "complete" or "failed"
-  std::string error;                 ///< the failure, when state is "failed"
-  std::int64_t epochs = 0;           ///< train.epochs
-  std::int64_t epochs_done = 0;      ///< epochs logged in the run file
-  std::int64_t resume_from = 0;      ///< its newest checkpoint: where a resume starts
-  double wall_seconds = 0;           ///< wall-clock seconds logged (cumulative over resumes)
-  std::string updated_at;            ///< when this entry last changed (UTC, ISO 8601)
+  std::string folder;            ///< the run folder, relative to the index's folder
+  std::string state;             ///< "pending", "running", "complete" or "failed"
+  std::string error;             ///< the failure, when state is "failed"
+  std::int64_t epochs = 0;       ///< train.epochs
+  std::int64_t epochs_done = 0;  ///< epochs logged in the run file
+  std::int64_t resume_from = 0;  ///< its newest checkpoint: where a resume starts
+  double wall_seconds = 0;       ///< wall-clock seconds logged (cumulative over resumes)
+  std::string updated_at;        ///< when this entry last changed (UTC, ISO 8601)
 };
 
 struct ExperimentOptions {
@@ -103,12 +103,12 @@ struct ExperimentOptions {
 };
 
 struct ExperimentReport {
-  std::vector<RunRecord> runs;   ///< every run of the experiment, in order (as in index.json)
-  std::string index_path;        ///< <output dir>/index.json
-  std::int64_t selected = 0;     ///< runs matching ExperimentOptions::only
-  std::int64_t trained = 0;      ///< runs trained (or resumed) to completion now
-  std::int64_t skipped = 0;      ///< selected runs that were already complete
-  std::int64_t failed = 0;       ///< selected runs that failed now
+  std::vector<RunRecord> runs;  ///< every run of the experiment, in order (as in index.json)
+  std::string index_path;       ///< <output dir>/index.json
+  std::int64_t selected = 0;    ///< runs matching ExperimentOptions::only
+  std::int64_t trained = 0;     ///< runs trained (or resumed) to completion now
+  std::int64_t skipped = 0;     ///< selected runs that were already complete
+  std::int64_t failed = 0;      ///< selected runs that failed now
 };
 
 /// Validates every run (components registered, options accepted), then trains every selected

@@ -38,8 +38,8 @@ namespace sdpo {
 /// student steps on a 6-step teacher), or when a count is < 1 or the list is empty.
 /// With 1000 training timesteps, 8 teacher steps and {1, 2, 4}: timesteps 999, 749, 499, 249 at
 /// positions {0, 2, 4, 6}.
-std::vector<std::int64_t> distillation_positions(const DDIMSchedule& schedule, std::int64_t teacher_steps,
-                                                 const std::vector<std::int64_t>& student_steps);
+std::vector<std::int64_t> distillation_positions(
+    const DDIMSchedule& schedule, std::int64_t teacher_steps, const std::vector<std::int64_t>& student_steps);
 
 /// loss_distill + denoise_weight * loss_denoise, each a mean squared error over all elements:
 /// `student_x0` and `teacher_x0` (B_d, ...), `denoise_prediction` and `denoise_target` (B, ...).
@@ -47,8 +47,11 @@ std::vector<std::int64_t> distillation_positions(const DDIMSchedule& schedule, s
 struct FewStepLoss {
   at::Tensor total, distill, denoise;  ///< 0-dim each
 };
-FewStepLoss few_step_distillation_loss(const at::Tensor& student_x0, const at::Tensor& teacher_x0,
-                                       const at::Tensor& denoise_prediction, const at::Tensor& denoise_target,
-                                       double denoise_weight);
+FewStepLoss few_step_distillation_loss(
+    const at::Tensor& student_x0,
+    const at::Tensor& teacher_x0,
+    const at::Tensor& denoise_prediction,
+    const at::Tensor& denoise_target,
+    double denoise_weight);
 
 }  // namespace sdpo

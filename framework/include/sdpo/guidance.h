@@ -11,6 +11,7 @@
 // Thread safety: as the wrapped model.
 
 #include <ATen/core/Tensor.h>
+
 #include <memory>
 
 #include "sdpo/api.h"

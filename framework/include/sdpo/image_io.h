@@ -2,6 +2,7 @@
 // Images on disk (libpng, wrapped once here) and image grids.
 
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 

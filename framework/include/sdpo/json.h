@@ -17,17 +17,17 @@ namespace sdpo {
 
 /// Where a component's options come from: used in every error message.
 struct ComponentConfig {
-  std::string kind;        ///< component kind, e.g. "sampler"
-  std::string name;        ///< registry key, e.g. "ddim"
+  std::string kind;  ///< component kind, e.g. "sampler"
+  std::string name;  ///< registry key, e.g. "ddim"
   boost::json::object options;
-  std::string file;        ///< manifest file ("<defaults>" when built from code)
-  std::string json_path;   ///< JSON path of the options object, e.g. "sampler.options"
+  std::string file;       ///< manifest file ("<defaults>" when built from code)
+  std::string json_path;  ///< JSON path of the options object, e.g. "sampler.options"
 };
 
 /// One documented option: filled while a factory reads its options.
 struct OptionDoc {
   std::string key;
-  std::string type;        ///< "number", "integer", "bool", "string", "number[]", "integer[]", "object"
+  std::string type;  ///< "number", "integer", "bool", "string", "number[]", "integer[]", "object"
   boost::json::value default_value;
   std::string help;
 };
@@ -40,20 +40,25 @@ class OptionReader {
 
   double number(const std::string& key, double def, double lo, double hi, const std::string& help);
   std::int64_t integer(
-      const std::string& key, std::int64_t def, std::int64_t lo, std::int64_t hi,
-      const std::string& help);
+      const std::string& key, std::int64_t def, std::int64_t lo, std::int64_t hi, const std::string& help);
   bool boolean(const std::string& key, bool def, const std::string& help);
   /// `choices` empty: any string; otherwise the value must be one of them.
   std::string string(
-      const std::string& key, const std::string& def, const std::string& help,
+      const std::string& key,
+      const std::string& def,
+      const std::string& help,
       const std::vector<std::string>& choices = {});
   /// A string the manifest must give (e.g. a model folder); missing or empty: ManifestError.
   std::string required_string(const std::string& key, const std::string& help);
   std::vector<std::int64_t> integers(
-      const std::string& key, const std::vector<std::int64_t>& def, std::int64_t lo,
-      std::int64_t hi, const std::string& help);
+      const std::string& key,
+      const std::vector<std::int64_t>& def,
+      std::int64_t lo,
+      std::int64_t hi,
+      const std::string& help);
   /// A list of strings (e.g. layer names).
-  std::vector<std::string> strings(const std::string& key, const std::vector<std::string>& def, const std::string& help);
+  std::vector<std::string> strings(
+      const std::string& key, const std::vector<std::string>& def, const std::string& help);
   /// A nested object passed through unchecked (the callee validates it with its own reader).
   boost::json::object object(const std::string& key, const std::string& help);
 

@@ -10,12 +10,12 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "sdpo/api.h"
-
 #include "sdpo/tensor_map.h"
 
 namespace sdpo {

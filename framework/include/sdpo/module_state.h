@@ -14,6 +14,7 @@
 // process-wide default CPU generator while it lives (use it at start-up only).
 
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 

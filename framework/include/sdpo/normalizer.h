@@ -5,6 +5,7 @@
 // Thread safety: not thread-safe (stateful).
 
 #include <ATen/core/Tensor.h>
+
 #include <boost/json/value.hpp>
 #include <string>
 #include <vector>

@@ -8,6 +8,7 @@
 // Thread safety: not thread-safe.
 
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>

@@ -10,13 +10,13 @@
 // Bump kPluginAbiVersion on any change to PluginInfo or to a virtual function of an interface
 // in framework/include/sdpo/.
 
+#include <torch/csrc/api/include/torch/version.h>
+
 #include <boost/config.hpp>
 #include <boost/dll/alias.hpp>
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <torch/csrc/api/include/torch/version.h>
 
 #include "sdpo/registry.h"
 
@@ -25,12 +25,12 @@ namespace sdpo {
 inline constexpr std::uint32_t kPluginAbiVersion = 1;
 
 struct PluginInfo {
-  std::uint32_t abi_version;   ///< kPluginAbiVersion the plugin was compiled with
-  std::uint32_t struct_size;   ///< sizeof(PluginInfo) in the plugin
+  std::uint32_t abi_version;  ///< kPluginAbiVersion the plugin was compiled with
+  std::uint32_t struct_size;  ///< sizeof(PluginInfo) in the plugin
   const char* name;
   const char* plugin_version;
-  const char* torch_version;   ///< TORCH_VERSION the plugin was compiled against
-  std::uint32_t cxx11_abi;     ///< _GLIBCXX_USE_CXX11_ABI
+  const char* torch_version;  ///< TORCH_VERSION the plugin was compiled against
+  std::uint32_t cxx11_abi;    ///< _GLIBCXX_USE_CXX11_ABI
 };
 
 using PluginRegisterFn = void(Registry&);
@@ -71,12 +71,11 @@ class PluginLoader {
 #define SDPO_PLUGIN_STR(x) SDPO_PLUGIN_STR2(x)
 
 /// Declares the plugin's info and registration entry (use once per plugin library).
-#define SDPO_DECLARE_PLUGIN(NAME, VERSION, REGISTER_FN)                                    \
-  namespace sdpo_plugin_entry {                                                            \
-  const ::sdpo::PluginInfo sdpo_plugin_info_value{                                         \
-      ::sdpo::kPluginAbiVersion, sizeof(::sdpo::PluginInfo), NAME, VERSION, TORCH_VERSION, \
-      ::sdpo::kCxx11Abi};                                                                  \
-  void sdpo_plugin_register_fn(::sdpo::Registry& r) { REGISTER_FN(r); }                    \
-  }                                                                                        \
-  BOOST_DLL_ALIAS(sdpo_plugin_entry::sdpo_plugin_info_value, sdpo_plugin_info)             \
+#define SDPO_DECLARE_PLUGIN(NAME, VERSION, REGISTER_FN)                                                        \
+  namespace sdpo_plugin_entry {                                                                                \
+  const ::sdpo::PluginInfo sdpo_plugin_info_value{                                                             \
+      ::sdpo::kPluginAbiVersion, sizeof(::sdpo::PluginInfo), NAME, VERSION, TORCH_VERSION, ::sdpo::kCxx11Abi}; \
+  void sdpo_plugin_register_fn(::sdpo::Registry& r) { REGISTER_FN(r); }                                        \
+  }                                                                                                            \
+  BOOST_DLL_ALIAS(sdpo_plugin_entry::sdpo_plugin_info_value, sdpo_plugin_info)                                 \
   BOOST_DLL_ALIAS(sdpo_plugin_entry::sdpo_plugin_register_fn, sdpo_plugin_register)

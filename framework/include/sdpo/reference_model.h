@@ -12,6 +12,7 @@
 // forwards concurrently.
 
 #include <c10/core/Device.h>
+
 #include <memory>
 
 #include "sdpo/api.h"
@@ -21,7 +22,7 @@
 namespace sdpo {
 
 /// `policy` must outlive the returned model. `section` is the manifest's model section.
-SDPO_API std::shared_ptr<Model> make_reference_model(const std::shared_ptr<Model>& policy, const ComponentConfig& section,
-                                                     c10::Device device);
+SDPO_API std::shared_ptr<Model> make_reference_model(
+    const std::shared_ptr<Model>& policy, const ComponentConfig& section, c10::Device device);
 
 }  // namespace sdpo

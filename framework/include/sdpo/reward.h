@@ -9,11 +9,11 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+
 #include <string>
 #include <vector>
 
 #include "sdpo/api.h"
-
 #include "sdpo/tensor_map.h"
 
 namespace sdpo {
@@ -27,7 +27,7 @@ struct RewardFitContext {
   std::int64_t steps = 500;
   std::int64_t batch_size = 64;
   double learning_rate = 2e-3;
-  std::string output;       ///< safetensors file to write the fitted weights to
+  std::string output;  ///< safetensors file to write the fitted weights to
 };
 
 class SDPO_API Reward {
@@ -52,7 +52,10 @@ class SDPO_API Reward {
 /// The checks every reward's score() makes on its arguments: images (B, 3, H, W) and, when the
 /// reward reads them, one prompt per image. Throws sdpo::Error naming `component` (e.g.
 /// "reward 'pickscore'") and the shape or counts it got.
-SDPO_API void check_reward_inputs(const std::string& component, const at::Tensor& images,
-                                  const std::vector<std::string>& prompts, bool needs_prompts);
+SDPO_API void check_reward_inputs(
+    const std::string& component,
+    const at::Tensor& images,
+    const std::vector<std::string>& prompts,
+    bool needs_prompts);
 
 }  // namespace sdpo

@@ -16,6 +16,7 @@
 // Thread safety: not thread-safe.
 
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -69,9 +70,7 @@ class RunFile {
   /// Writes /trajectories/epoch_<epoch>/<name> for each array (float or int64 tensors of any
   /// rank; chunked, gzip level 4) and a variable-length string dataset "prompts".
   void write_trajectories(
-      std::int64_t epoch,
-      const std::map<std::string, at::Tensor>& arrays,
-      const std::vector<std::string>& prompts);
+      std::int64_t epoch, const std::map<std::string, at::Tensor>& arrays, const std::vector<std::string>& prompts);
 
   /// Reads a whole 1-D curve (for tests and resume).
   std::vector<double> read_curve(const std::string& group, const std::string& metric) const;

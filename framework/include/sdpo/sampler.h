@@ -16,6 +16,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,12 +26,12 @@
 namespace sdpo {
 
 struct SamplerStepInput {
-  at::Tensor model_output;   ///< (B, C, H, W): the model's prediction at (sample, timestep)
-  at::Tensor timestep;       ///< (B,) int64: the current timestep of each sample
-  at::Tensor sample;         ///< (B, C, H, W): x_t, the latent before the step
-  std::int64_t num_steps;    ///< N: steps of the whole trajectory (enters the prev-timestep rule)
-  at::Tensor prev_sample;    ///< undefined: draw it; defined: score this given transition
-  c10::optional<at::Generator> generator;  ///< noise source when drawing
+  at::Tensor model_output;                  ///< (B, C, H, W): the model's prediction at (sample, timestep)
+  at::Tensor timestep;                      ///< (B,) int64: the current timestep of each sample
+  at::Tensor sample;                        ///< (B, C, H, W): x_t, the latent before the step
+  std::int64_t num_steps;                   ///< N: steps of the whole trajectory (enters the prev-timestep rule)
+  at::Tensor prev_sample;                   ///< undefined: draw it; defined: score this given transition
+  c10::optional<at::Generator> generator;   ///< noise source when drawing
   std::string prediction_type = "epsilon";  ///< what model_output is (Model::prediction_type())
 };
 

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+
 #include <cstdint>
 
 #include "sdpo/dense_reward.h"

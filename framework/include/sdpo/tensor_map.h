@@ -2,6 +2,7 @@
 // Named tensors: state dicts, checkpoints and safetensors files all speak this type.
 
 #include <ATen/core/Tensor.h>
+
 #include <map>
 #include <string>
 

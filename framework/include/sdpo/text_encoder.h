@@ -5,11 +5,11 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+
 #include <string>
 #include <vector>
 
 #include "sdpo/api.h"
-
 #include "sdpo/tensor_map.h"
 
 namespace sdpo {

@@ -24,8 +24,8 @@ namespace sdpo {
 /// The environment variables and hardware the choice reads (captured so that the rule is a pure
 /// function and testable).
 struct ThreadEnvironment {
-  std::string sdpo_threads;     ///< SDPO_THREADS ("" when unset)
-  std::string omp_num_threads;  ///< OMP_NUM_THREADS ("" when unset)
+  std::string sdpo_threads;          ///< SDPO_THREADS ("" when unset)
+  std::string omp_num_threads;       ///< OMP_NUM_THREADS ("" when unset)
   std::string openblas_num_threads;  ///< OPENBLAS_NUM_THREADS ("" when unset)
   unsigned hardware_threads = 1;     ///< std::thread::hardware_concurrency() (0 read as 1)
 
@@ -33,9 +33,9 @@ struct ThreadEnvironment {
 };
 
 struct ThreadSettings {
-  int intra_op = 1;      ///< libtorch intra-op threads (at::set_num_threads)
-  int blas = 1;          ///< OpenBLAS threads; 0: leave OpenBLAS as OPENBLAS_NUM_THREADS set it
-  std::string source;    ///< where intra_op came from: "--threads", "SDPO_THREADS", "OMP_NUM_THREADS" or "hardware"
+  int intra_op = 1;    ///< libtorch intra-op threads (at::set_num_threads)
+  int blas = 1;        ///< OpenBLAS threads; 0: leave OpenBLAS as OPENBLAS_NUM_THREADS set it
+  std::string source;  ///< where intra_op came from: "--threads", "SDPO_THREADS", "OMP_NUM_THREADS" or "hardware"
 };
 
 /// The rule above. `requested` > 0 is `--threads N`; 0 means "not given". A set variable that is

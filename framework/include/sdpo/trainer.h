@@ -67,10 +67,10 @@ struct TrainerOptions {
   /// Called at the end of every training epoch (before evaluation and checkpoint) with its times.
   std::function<void(const EpochTimes&)> on_epoch_times;
   /// Test hook (tests/integration/distributed_test.cpp): in one process, sample every epoch (every
-  /// batch under train.update_schedule per_batch) as `sampling_ranks` data-parallel ranks would (rank r's batches from rank r's random stream,
-  /// sdpo/distributed.h's rank_seed) and train on their union, laid out as the ranks' rewards are
-  /// gathered. With train.train_batch_size scaled by the same factor, its first update is that of
-  /// `sampling_ranks` processes (up to float rounding). 1: an ordinary run.
+  /// batch under train.update_schedule per_batch) as `sampling_ranks` data-parallel ranks would (rank r's batches from
+  /// rank r's random stream, sdpo/distributed.h's rank_seed) and train on their union, laid out as the ranks' rewards
+  /// are gathered. With train.train_batch_size scaled by the same factor, its first update is that of `sampling_ranks`
+  /// processes (up to float rounding). 1: an ordinary run.
   std::int64_t sampling_ranks = 1;
 };
 

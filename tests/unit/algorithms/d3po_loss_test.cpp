@@ -1,11 +1,13 @@
 // The D3PO labels and loss by hand (research/algorithms.md 6.2, 6.3): a preferred pair inside the
 // clip, a tie (log 2, zero gradient), a clamped ratio (zero gradient), and one gradient step of a
 // two-parameter policy that favours the better member.
+#include "algorithms/d3po/d3po_loss.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
 #include <cmath>
 
-#include "algorithms/d3po/d3po_loss.h"
 #include "support/test_support.h"
 
 namespace {

@@ -1,10 +1,12 @@
 // The DDPO losses (research/algorithms.md 4.3) against values computed by hand, including both
 // clipped branches of the PPO objective, and one gradient step on a two-parameter policy.
+#include "algorithms/ddpo/ddpo_loss.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+
 #include <cmath>
 
-#include "algorithms/ddpo/ddpo_loss.h"
 #include "support/test_support.h"
 
 namespace {
@@ -32,7 +34,8 @@ TEST(DDPOLoss, ImportanceSampledMatchesHandValuesOnEveryBranch) {
   EXPECT_NEAR(out.approx_kl, 0.5 * kl / 5.0, 1e-12);
   out.loss.backward();
   // d/d lp of -A exp(lp - old) = -A r, divided by the batch size 5.
-  sdpo::test::expect_close(lp.grad(), doubles({0.0, 0.0, -5.25 / 5, -0.5 / 5, 1.5 / 5}), 1e-12, 1e-12, "d loss / d log_prob");
+  sdpo::test::expect_close(
+      lp.grad(), doubles({0.0, 0.0, -5.25 / 5, -0.5 / 5, 1.5 / 5}), 1e-12, 1e-12, "d loss / d log_prob");
 }
 
 TEST(DDPOLoss, ImportanceSampledAtTheSamplingPolicyIsTheScoreFunction) {

@@ -3,6 +3,7 @@
 // of optimizer updates the accumulation gives, and which advantage column each trained step reads.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+
 #include <boost/json.hpp>
 #include <set>
 #include <string>
@@ -31,8 +32,13 @@ struct Update {
 
 // One DDPO update on n trajectories of T steps, micro-batches of `batch`, accumulation `g_acc`;
 // `advantages` (n, T) as given.
-Update run(const std::string& options, std::int64_t n, std::int64_t T, std::int64_t batch, std::int64_t g_acc,
-           const at::Tensor& advantages) {
+Update run(
+    const std::string& options,
+    std::int64_t n,
+    std::int64_t T,
+    std::int64_t batch,
+    std::int64_t g_acc,
+    const at::Tensor& advantages) {
   sdpo::test::load_plugins_once();
   auto algorithm = sdpo::Registry::global().create<sdpo::Algorithm>(config("algorithm", "ddpo", options));
   auto sampler = sdpo::Registry::global().create<sdpo::Sampler>(config("sampler", "ddim", "{}"));

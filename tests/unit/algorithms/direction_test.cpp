@@ -7,6 +7,7 @@
 // others falls. A loss or an advantage of the wrong sign, or members a and b swapped, flips both.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+
 #include <boost/json.hpp>
 #include <ostream>
 #include <string>
@@ -62,8 +63,8 @@ at::Tensor log_prob_change(const Case& c) {
   const std::int64_t n = 2 * kGroups;
   sdpo::test::TransitionBiasModel model(n), reference(n);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
-  sdpo::RolloutBuffer buf = sdpo::test::sampled_buffer(model, *sampler, n, kSteps, algorithm->spec().paired,
-                                                       algorithm->spec().shared_noise, gen);
+  sdpo::RolloutBuffer buf = sdpo::test::sampled_buffer(
+      model, *sampler, n, kSteps, algorithm->spec().paired, algorithm->spec().shared_noise, gen);
   auto preferred = at::cat({at::ones({kGroups}), at::zeros({kGroups})});
   buf.final_rewards = preferred.clone();
   buf.advantages = (2 * preferred - 1).unsqueeze(1).repeat({1, kSteps});
@@ -95,12 +96,18 @@ TEST_P(AlgorithmDirection, PreferredTransitionsGainLogProbabilityOthersLose) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    EveryAlgorithmAndForm, AlgorithmDirection,
-    ::testing::Values(Case{"sdpo", "{}"}, Case{"sdpo", R"({"eta": 0.5})"},
-                      Case{"sdpo", R"({"update": "step_accumulated"})"}, Case{"sdpo", R"({"returns": "none"})"},
-                      Case{"ddpo", R"({"estimator": "is"})"}, Case{"ddpo", R"({"estimator": "sf"})"},
-                      Case{"rebel", R"({"form": "per_step"})"}, Case{"rebel", R"({"form": "trajectory"})"},
-                      Case{"d3po", "{}"}),
+    EveryAlgorithmAndForm,
+    AlgorithmDirection,
+    ::testing::Values(
+        Case{"sdpo", "{}"},
+        Case{"sdpo", R"({"eta": 0.5})"},
+        Case{"sdpo", R"({"update": "step_accumulated"})"},
+        Case{"sdpo", R"({"returns": "none"})"},
+        Case{"ddpo", R"({"estimator": "is"})"},
+        Case{"ddpo", R"({"estimator": "sf"})"},
+        Case{"rebel", R"({"form": "per_step"})"},
+        Case{"rebel", R"({"form": "trajectory"})"},
+        Case{"d3po", "{}"}),
     [](const ::testing::TestParamInfo<Case>& info) {
       std::string name = info.param.algorithm + "_" + std::to_string(info.index);
       return name;

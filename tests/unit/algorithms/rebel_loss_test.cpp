@@ -1,10 +1,11 @@
 // The REBEL losses by hand (research/algorithms.md 5.3, 5.5): the per-step form, the trajectory
 // form, the memory-saving residual/surrogate gradient against the direct one, and one gradient step
 // of a two-parameter policy that favours the better member.
+#include "algorithms/rebel/rebel_loss.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include "algorithms/rebel/rebel_loss.h"
 #include "support/test_support.h"
 
 namespace {

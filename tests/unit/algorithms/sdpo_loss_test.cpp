@@ -1,7 +1,8 @@
 // The SDPO loss and its gradient against the golden vectors, and the clipped branch by hand.
+#include "algorithms/sdpo/sdpo_loss.h"
+
 #include <ATen/ATen.h>
 
-#include "algorithms/sdpo/sdpo_loss.h"
 #include "support/test_support.h"
 
 namespace {
@@ -84,10 +85,10 @@ TEST(SDPOStepWeights, ForwardAndReverseOnThreeSteps) {
   sdpo::test::expect_close(fwd, at::tensor({1.0, 0.5, 0.25}, at::kDouble), 0, 1e-15, "forward");
   sdpo::test::expect_close(rev, at::tensor({0.25, 0.5, 1.0}, at::kDouble), 0, 1e-15, "reverse");
   // lambda = 1: no weighting in either direction; T = 1: the single step weighs 1.
-  sdpo::test::expect_close(sdpo::sdpo_step_weights(3, 1.0, sdpo::StepWeighting::kReverse), at::ones({3}, at::kDouble),
-                           0, 0, "lambda 1");
-  sdpo::test::expect_close(sdpo::sdpo_step_weights(1, 0.5, sdpo::StepWeighting::kReverse), at::ones({1}, at::kDouble),
-                           0, 0, "T 1");
+  sdpo::test::expect_close(
+      sdpo::sdpo_step_weights(3, 1.0, sdpo::StepWeighting::kReverse), at::ones({3}, at::kDouble), 0, 0, "lambda 1");
+  sdpo::test::expect_close(
+      sdpo::sdpo_step_weights(1, 0.5, sdpo::StepWeighting::kReverse), at::ones({1}, at::kDouble), 0, 0, "T 1");
 }
 
 // Three pairs trained at steps k = 0, 1, 2 of a T = 3 trajectory, one per pair, no clipping:
@@ -115,10 +116,10 @@ TEST(SDPOLoss, ReverseWeightsScaleOnlyTheLogRatio) {
   auto [reverse, reverse_grad] = run(sdpo::StepWeighting::kReverse);
   EXPECT_NEAR(reverse, 1.5825 / 3.0, 1e-12);
   // d loss / d lp_a_k = 2 (w_k drho_k - 1) w_k / 3.
-  sdpo::test::expect_close(reverse_grad,
-                           at::tensor({2 * (0.05 - 1) * 0.25 / 3, 2 * (0.2 - 1) * 0.5 / 3, 2 * (0.8 - 1) * 1.0 / 3},
-                                      at::kDouble),
-                           1e-12, 1e-15, "reverse gradient");
+  sdpo::test::expect_close(
+      reverse_grad,
+      at::tensor({2 * (0.05 - 1) * 0.25 / 3, 2 * (0.2 - 1) * 0.5 / 3, 2 * (0.8 - 1) * 1.0 / 3}, at::kDouble), 1e-12,
+      1e-15, "reverse gradient");
   EXPECT_NEAR(run(sdpo::StepWeighting::kForward).first, 0.64, 1e-12);
 }
 

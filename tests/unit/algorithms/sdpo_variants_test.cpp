@@ -3,6 +3,7 @@
 // recording model (which steps each backward trains, and how many optimizer updates an epoch makes).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+
 #include <boost/json.hpp>
 #include <functional>
 #include <map>
@@ -64,9 +65,14 @@ struct Schedule {
 // One update of `algorithm` on `pairs` pairs of T-step trajectories sampled from the recording
 // model, micro-batches of `batch` pairs, accumulation `g_acc`. `tweak` may edit the buffer
 // (random advantages by default) before the update.
-Schedule run_update(sdpo::Algorithm& algorithm, std::int64_t pairs, std::int64_t T, std::int64_t batch,
-                    std::int64_t g_acc, const std::function<void(sdpo::RolloutBuffer&)>& tweak = {},
-                    double learning_rate = 1e-4) {
+Schedule run_update(
+    sdpo::Algorithm& algorithm,
+    std::int64_t pairs,
+    std::int64_t T,
+    std::int64_t batch,
+    std::int64_t g_acc,
+    const std::function<void(sdpo::RolloutBuffer&)>& tweak = {},
+    double learning_rate = 1e-4) {
   auto sampler = sdpo::Registry::global().create<sdpo::Sampler>(config("sampler", "ddim", "{}"));
   RecordingModel model;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
@@ -142,10 +148,12 @@ TEST(SDPOVariants, UnknownChoicesAndDisagreeingFlagsNameThePath) {
   expect_error(R"({"weighting": "backward"})", "algorithm.options.weighting", "forward, reverse");
   expect_error(R"({"returns": "sparse"})", "algorithm.options.returns", "discounted, none");
   expect_error(R"({"update": "shuffled"})", "algorithm.options.update", "step_accumulated");
-  expect_error(R"({"update": "stepwise_ordered", "shuffle_timestep": true})", "algorithm.options.shuffle_timestep",
-               "disagrees with update 'stepwise_ordered'");
-  expect_error(R"({"update": "step_shuffled", "shuffle_timestep": false})", "algorithm.options.shuffle_timestep",
-               "disagrees with update 'step_shuffled'");
+  expect_error(
+      R"({"update": "stepwise_ordered", "shuffle_timestep": true})", "algorithm.options.shuffle_timestep",
+      "disagrees with update 'stepwise_ordered'");
+  expect_error(
+      R"({"update": "step_shuffled", "shuffle_timestep": false})", "algorithm.options.shuffle_timestep",
+      "disagrees with update 'step_shuffled'");
   // Agreeing spellings are accepted, and shuffle_timestep false alone (the legacy spelling).
   EXPECT_NO_THROW(make_sdpo(R"({"update": "step_shuffled", "shuffle_timestep": true})"));
   EXPECT_NO_THROW(make_sdpo(R"({"update": "stepwise_ordered", "shuffle_timestep": false})"));
@@ -212,7 +220,8 @@ TEST(SDPOVariants, StepAccumulatedMakesTTimesFewerUpdatesMiniBatchOuter) {
     }
   }
   // Without the step shuffle the inner loop runs 0..T-1 within each mini-batch.
-  auto ordered = run_update(*make_sdpo(R"({"update": "step_accumulated", "shuffle_timestep": false})"), pairs, T, batch, 1);
+  auto ordered =
+      run_update(*make_sdpo(R"({"update": "step_accumulated", "shuffle_timestep": false})"), pairs, T, batch, 1);
   for (std::int64_t m = 0; m < n_mb; ++m) {
     for (std::int64_t j = 0; j < T; ++j) {
       EXPECT_EQ(ordered.steps[static_cast<size_t>(m * T + j)], std::vector<std::int64_t>(batch, j));

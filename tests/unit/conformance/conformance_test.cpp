@@ -3,6 +3,7 @@
 // Test fixtures (names starting with "fixture_") are excluded.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+
 #include <boost/json.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -73,16 +74,18 @@ json::object test_options(const std::string& kind, const std::string& name) {
   }
   if (kind == "reward" && name == "pickscore") return {{"clip", tiny_pickscore_dir()}};
   if (kind == "reward" && name == "hpsv2") {
-    return {{"checkpoint", tiny_hpsv2_dir() + "/hpsv2.safetensors"},
-            {"tokenizer", tiny_hpsv2_dir()},
-            {"config", tiny_hpsv2_dir() + "/open_clip_config.json"}};
+    return {
+        {"checkpoint", tiny_hpsv2_dir() + "/hpsv2.safetensors"},
+        {"tokenizer", tiny_hpsv2_dir()},
+        {"config", tiny_hpsv2_dir() + "/open_clip_config.json"}};
   }
   if (kind == "reward" && name == "imagereward") {
     return {{"path", tiny_imagereward_dir()}, {"vision_config", tiny_imagereward_dir() + "/vision_config.json"}};
   }
   if (kind == "reward" && name == "reward_server") {
-    return {{"command", json::array{"/usr/bin/python3",
-                                    std::string(SDPO_SOURCE_DIR) + "/rewards/reward_server/example_server.py"}}};
+    return {
+        {"command",
+         json::array{"/usr/bin/python3", std::string(SDPO_SOURCE_DIR) + "/rewards/reward_server/example_server.py"}}};
   }
   return {};
 }
@@ -105,7 +108,8 @@ std::vector<std::string> names(const std::string& kind) {
 
 template <class Kind>
 std::shared_ptr<Kind> build(const std::string& name, json::object options) {
-  sdpo::ComponentConfig cfg{Kind::kKind, name, std::move(options), "<conformance>", std::string(Kind::kKind) + ".options"};
+  sdpo::ComponentConfig cfg{
+      Kind::kKind, name, std::move(options), "<conformance>", std::string(Kind::kKind) + ".options"};
   return sdpo::Registry::global().create<Kind>(cfg);
 }
 
@@ -177,8 +181,8 @@ TEST(RewardConformance, EveryRewardPassesTheSuite) {
     sdpo::test::expect_close(r->score(images, prompts), s, 0, 0, "deterministic");
     sdpo::test::expect_close(r2->score(images, prompts), s, 1e-6, 1e-6, "documented defaults");
     // Scoring is per image: a sub-batch gets the same scores.
-    sdpo::test::expect_close(r->score(images.slice(0, 1, 3), {prompts[1], prompts[2]}), s.slice(0, 1, 3), 1e-4, 1e-5,
-                             "batch independence");
+    sdpo::test::expect_close(
+        r->score(images.slice(0, 1, 3), {prompts[1], prompts[2]}), s.slice(0, 1, 3), 1e-4, 1e-5, "batch independence");
   }
 }
 

@@ -1,9 +1,11 @@
 // Latent consistency distillation math (sdpo/consistency_distillation.h) and the consistency
 // function it shares with the lcm sampler (lcm_consistency_output), against hand-computed values.
+#include "sdpo/consistency_distillation.h"
+
 #include <ATen/ATen.h>
+
 #include <cmath>
 
-#include "sdpo/consistency_distillation.h"
 #include "sdpo/error.h"
 #include "sdpo/lcm.h"
 #include "support/test_support.h"
@@ -44,8 +46,9 @@ TEST(ConsistencyDistillation, TeacherStepIsDeterministicDDIMByHand) {
   const double a = std::sqrt(0.1), s = std::sqrt(0.9), eps = 0.5, x0 = (1.0 - s * eps) / a;
   const at::Tensor v = at::full({1, 1}, a * eps - s * x0, at::kDouble);
   EXPECT_NEAR(sdpo::lcd_teacher_step(ac, v, t, x, "v_prediction").item<double>(), 1.5289611963132421, 1e-12);
-  EXPECT_NEAR(sdpo::lcd_teacher_step(ac, at::full({1, 1}, x0, at::kDouble), t, x, "sample").item<double>(),
-              1.5289611963132421, 1e-12);
+  EXPECT_NEAR(
+      sdpo::lcd_teacher_step(ac, at::full({1, 1}, x0, at::kDouble), t, x, "sample").item<double>(), 1.5289611963132421,
+      1e-12);
   EXPECT_THROW(sdpo::lcd_teacher_step(ac, v, t, x, "flow"), sdpo::Error);
 }
 

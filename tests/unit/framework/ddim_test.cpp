@@ -1,10 +1,12 @@
 // DDIM schedule, spacing and step against the golden reference vectors (computed by the
 // official SDPO ddim_with_logprob step) and against hand-computed values.
+#include "sdpo/ddim.h"
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
 
-#include "sdpo/ddim.h"
 #include "sdpo/error.h"
 #include "support/test_support.h"
 
@@ -45,8 +47,9 @@ TEST(DDIMStep, MatchesReferenceVectors) {
     auto x_prev = json_tensor(c.at("x_prev")).to(at::kFloat);
     int64_t t = c.at("timestep").to_number<int64_t>();
     int64_t n = c.at("num_steps").to_number<int64_t>();
-    auto r = sdpo::ddim_step(ac, out, at::full({x_t.size(0)}, t, at::kLong), x_t, n, c.at("eta").to_number<double>(),
-                             std::string(c.at("prediction").as_string()), x_prev, c10::nullopt);
+    auto r = sdpo::ddim_step(
+        ac, out, at::full({x_t.size(0)}, t, at::kLong), x_t, n, c.at("eta").to_number<double>(),
+        std::string(c.at("prediction").as_string()), x_prev, c10::nullopt);
     std::string what = "n=" + std::to_string(n) + " t=" + std::to_string(t);
     sdpo::test::expect_close(r.pred_x0, json_tensor(c.at("pred_x0")), 1e-4, 1e-5, what + " pred_x0");
     sdpo::test::expect_close(r.log_prob, json_tensor(c.at("log_prob")), 1e-4, 1e-5, what + " log_prob");
@@ -65,8 +68,9 @@ TEST(DDIMStep, HandComputedStepAndDensity) {
   const double sd = std::sqrt(var);
   const double mean = std::sqrt(ab_p) * x0 + std::sqrt(1 - ab_p - var) * eps;
   const double logp = -(x_prev - mean) * (x_prev - mean) / (2 * var) - std::log(sd) - 0.5 * std::log(2 * M_PI);
-  auto r = sdpo::ddim_step(ac, at::full({1, 1}, eps), at::full({1}, 999, at::kLong), at::full({1, 1}, x), 2, 1.0,
-                           "epsilon", at::full({1, 1}, x_prev), c10::nullopt);
+  auto r = sdpo::ddim_step(
+      ac, at::full({1, 1}, eps), at::full({1}, 999, at::kLong), at::full({1, 1}, x), 2, 1.0, "epsilon",
+      at::full({1, 1}, x_prev), c10::nullopt);
   EXPECT_NEAR(r.pred_x0.item<double>(), x0, 1e-4 * std::abs(x0));
   EXPECT_NEAR(r.log_prob.item<double>(), logp, 1e-4 * std::abs(logp));
 }
@@ -83,15 +87,17 @@ TEST(DDIMStep, HandComputedStepAndDensityAtEtaHalf) {
   const double var = eta * eta * sigma2;
   const double mean = std::sqrt(ab_p) * x0 + std::sqrt(1 - ab_p - var) * eps;
   const double logp = -(x_prev - mean) * (x_prev - mean) / (2 * var) - 0.5 * std::log(var) - 0.5 * std::log(2 * M_PI);
-  auto r = sdpo::ddim_step(ac, at::full({1, 1}, eps), at::full({1}, 999, at::kLong), at::full({1, 1}, x), 2, eta,
-                           "epsilon", at::full({1, 1}, x_prev), c10::nullopt);
+  auto r = sdpo::ddim_step(
+      ac, at::full({1, 1}, eps), at::full({1}, 999, at::kLong), at::full({1, 1}, x), 2, eta, "epsilon",
+      at::full({1, 1}, x_prev), c10::nullopt);
   EXPECT_NEAR(r.log_prob.item<double>(), logp, 1e-4 * std::abs(logp));
   // Sampling (no given x_prev) with noise z: x_prev = mean + sqrt(var) z, z drawn from the generator.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
   auto z_gen = at::make_generator<at::CPUGeneratorImpl>(9);
   const double z = at::randn({1, 1}, z_gen).item<double>();
-  auto s = sdpo::ddim_step(ac, at::full({1, 1}, eps), at::full({1}, 999, at::kLong), at::full({1, 1}, x), 2, eta,
-                           "epsilon", at::Tensor(), gen);
+  auto s = sdpo::ddim_step(
+      ac, at::full({1, 1}, eps), at::full({1}, 999, at::kLong), at::full({1, 1}, x), 2, eta, "epsilon", at::Tensor(),
+      gen);
   EXPECT_NEAR(s.prev_sample.item<double>(), mean + std::sqrt(var) * z, 1e-5);
 }
 
@@ -104,10 +110,12 @@ TEST(DDIMStep, LogProbIsMeanOverDimensions) {
   auto prev = at::tensor({0.05f, -0.3f}).view({1, 2});
   auto t = at::full({1}, 519, at::kLong);
   auto both = sdpo::ddim_step(ac, o, t, x, 50, 1.0, "epsilon", prev, c10::nullopt).log_prob.item<double>();
-  auto first = sdpo::ddim_step(ac, o.slice(1, 0, 1), t, x.slice(1, 0, 1), 50, 1.0, "epsilon", prev.slice(1, 0, 1), c10::nullopt)
-                   .log_prob.item<double>();
-  auto second = sdpo::ddim_step(ac, o.slice(1, 1, 2), t, x.slice(1, 1, 2), 50, 1.0, "epsilon", prev.slice(1, 1, 2), c10::nullopt)
-                    .log_prob.item<double>();
+  auto first =
+      sdpo::ddim_step(ac, o.slice(1, 0, 1), t, x.slice(1, 0, 1), 50, 1.0, "epsilon", prev.slice(1, 0, 1), c10::nullopt)
+          .log_prob.item<double>();
+  auto second =
+      sdpo::ddim_step(ac, o.slice(1, 1, 2), t, x.slice(1, 1, 2), 50, 1.0, "epsilon", prev.slice(1, 1, 2), c10::nullopt)
+          .log_prob.item<double>();
   EXPECT_NEAR(both, 0.5 * (first + second), 1e-5);
 }
 
@@ -127,9 +135,11 @@ TEST(DDIMStep, LastStepClampsPrevTimestep) {
 
 TEST(DDIMStep, RejectsUnknownPrediction) {
   auto ac = sdpo::ddim_alphas_cumprod({});
-  EXPECT_THROW(sdpo::ddim_step(ac, at::zeros({1, 1}), at::full({1}, 10, at::kLong), at::zeros({1, 1}), 10, 1.0, "flow",
-                               at::zeros({1, 1}), c10::nullopt),
-               sdpo::Error);
+  EXPECT_THROW(
+      sdpo::ddim_step(
+          ac, at::zeros({1, 1}), at::full({1}, 10, at::kLong), at::zeros({1, 1}), 10, 1.0, "flow", at::zeros({1, 1}),
+          c10::nullopt),
+      sdpo::Error);
 }
 
 }  // namespace

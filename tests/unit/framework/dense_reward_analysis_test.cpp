@@ -1,10 +1,12 @@
 // Table 3's measures (research/algorithms.md 9.1, 12.2) by hand: per-trajectory z-scoring,
 // cosine, L1 and L2, their aggregation over trajectories; and the HDF5 table file the analysis
 // writes (RunFile::write_table / read_table).
+#include "sdpo/dense_reward_analysis.h"
+
 #include <ATen/ATen.h>
+
 #include <cmath>
 
-#include "sdpo/dense_reward_analysis.h"
 #include "sdpo/error.h"
 #include "sdpo/run_file.h"
 #include "support/test_support.h"

@@ -1,11 +1,12 @@
 // Pure math of few-step distillation (sdpo/few_step_distillation.h) and the shared prediction
 // conversion of the DDIM step (ddim_prediction in sdpo/ddim.h), against hand-computed values.
+#include "sdpo/few_step_distillation.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "sdpo/ddim.h"
 #include "sdpo/error.h"
-#include "sdpo/few_step_distillation.h"
 
 namespace {
 
@@ -63,7 +64,7 @@ TEST(DDIMPrediction, HandValuesForEveryParametrization) {
   EXPECT_NEAR(p.pred_x0.item<float>(), (1.0 - 0.6 * 0.5) / 0.8, 1e-6);  // 0.875
   EXPECT_NEAR(p.pred_eps.item<float>(), 0.5, 1e-6);
   p = sdpo::ddim_prediction(ac, out, t, x, "v_prediction");
-  EXPECT_NEAR(p.pred_x0.item<float>(), 0.8 * 1.0 - 0.6 * 0.5, 1e-6);  // 0.5
+  EXPECT_NEAR(p.pred_x0.item<float>(), 0.8 * 1.0 - 0.6 * 0.5, 1e-6);   // 0.5
   EXPECT_NEAR(p.pred_eps.item<float>(), 0.8 * 0.5 + 0.6 * 1.0, 1e-6);  // 1.0
   p = sdpo::ddim_prediction(ac, out, t, x, "sample");
   EXPECT_NEAR(p.pred_x0.item<float>(), 0.5, 1e-6);

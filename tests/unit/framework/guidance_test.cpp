@@ -2,12 +2,13 @@
 // model whose output is known, gradients through both branches, and the wiring: a manifest with
 // sample.guidance != 1 trains (micro run, D3PO's non-adapter reference guided too).
 
+#include "sdpo/guidance.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "sdpo/components.h"
 #include "sdpo/error.h"
-#include "sdpo/guidance.h"
 #include "sdpo/manifest.h"
 #include "sdpo/model.h"
 #include "sdpo/reference_model.h"
@@ -61,8 +62,8 @@ TEST(Guidance, CombinesUnconditionalAndConditionalInOneDoubledBatch) {
 }
 
 TEST(Guidance, ManifestScaleWrapsThePolicyAndTheD3POReference) {
-  const std::string text = sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "global"})",
-                                                      R"({"name": "d3po"})");
+  const std::string text =
+      sdpo::test::micro_manifest(R"({"name": "colorfulness"})", R"({"name": "global"})", R"({"name": "d3po"})");
   EXPECT_THROW(sdpo::Manifest::parse(text, "micro.json", {"sample.guidance=0"}), sdpo::ManifestError);
   auto m = sdpo::Manifest::parse(text, "micro.json", {"sample.guidance=3.0", "train.epochs=1"});
   auto c = sdpo::build_components(m, sdpo::ComponentSet::kSampling);

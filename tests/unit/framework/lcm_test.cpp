@@ -1,15 +1,16 @@
 // LCM sampler math (sdpo/lcm.h): the schedule, the boundary scalings, one step and its
 // log-density, both policies' last step and the guidance embedding, against values computed by
 // hand (research/models.md 8.2-8.3, research/algorithms.md 5.2).
+#include "sdpo/lcm.h"
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <cmath>
 
 #include <boost/json.hpp>
+#include <cmath>
 
 #include "sdpo/error.h"
 #include "sdpo/json.h"
-#include "sdpo/lcm.h"
 #include "sdpo/registry.h"
 #include "sdpo/sampler.h"
 #include "support/test_support.h"
@@ -24,11 +25,11 @@ at::Generator seeded(uint64_t s) { return at::make_generator<at::CPUGeneratorImp
 TEST(LCMSchedule, LinspaceTimesteps) {
   sdpo::LCMSchedule s;
   EXPECT_EQ(sdpo::lcm_timesteps(s, 1), (Steps{999}));
-  EXPECT_EQ(sdpo::lcm_timesteps(s, 2), (Steps{999, 499}));                // j = 0, 25
-  EXPECT_EQ(sdpo::lcm_timesteps(s, 4), (Steps{999, 759, 499, 259}));      // j = 0, 12, 25, 37
+  EXPECT_EQ(sdpo::lcm_timesteps(s, 2), (Steps{999, 499}));                                // j = 0, 25
+  EXPECT_EQ(sdpo::lcm_timesteps(s, 4), (Steps{999, 759, 499, 259}));                      // j = 0, 12, 25, 37
   EXPECT_EQ(sdpo::lcm_timesteps(s, 8), (Steps{999, 879, 759, 639, 499, 379, 259, 139}));  // 0,6,12,18,25,31,37,43
   EXPECT_EQ(sdpo::lcm_timesteps(s, 50).back(), 19);
-  EXPECT_EQ(sdpo::lcm_timesteps(s, 3), (Steps{999, 679, 339}));           // j = 0, 16, 33
+  EXPECT_EQ(sdpo::lcm_timesteps(s, 3), (Steps{999, 679, 339}));  // j = 0, 16, 33
 }
 
 TEST(LCMSchedule, StrideTimestepsAsRLCM) {
@@ -95,22 +96,22 @@ TEST(LCMStep, HandComputedStepAndDensity) {
   const double denoised = c_out * x0 + c_skip * x;
   const double mean = std::sqrt(ab_n) * denoised, var = 1 - ab_n;
   const double logp = -(x_next - mean) * (x_next - mean) / (2 * var) - 0.5 * std::log(var) - 0.5 * std::log(2 * M_PI);
-  auto r = sdpo::lcm_step(ac, at::full({1, 1}, eps), at::full({1}, 759, at::kLong), at::full({1}, 499, at::kLong),
-                          at::full({1}, true), at::full({1, 1}, x), scaling, 0.5, "epsilon", at::full({1, 1}, x_next),
-                          c10::nullopt);
+  auto r = sdpo::lcm_step(
+      ac, at::full({1, 1}, eps), at::full({1}, 759, at::kLong), at::full({1}, 499, at::kLong), at::full({1}, true),
+      at::full({1, 1}, x), scaling, 0.5, "epsilon", at::full({1, 1}, x_next), c10::nullopt);
   EXPECT_NEAR(r.pred_x0.item<double>(), x0, 1e-5 * std::abs(x0));
   EXPECT_NEAR(r.denoised.item<double>(), denoised, 1e-5 * std::abs(denoised));
   EXPECT_NEAR(r.log_prob.item<double>(), logp, 1e-5 * std::abs(logp));
   EXPECT_EQ(r.prev_sample.item<double>(), static_cast<float>(x_next)) << "a given transition is returned";
 
   // v-prediction and sample prediction give their own x0 (algorithms.md 2.4 step 4).
-  auto v = sdpo::lcm_step(ac, at::full({1, 1}, eps), at::full({1}, 759, at::kLong), at::full({1}, 499, at::kLong),
-                          at::full({1}, true), at::full({1, 1}, x), scaling, 0.5, "v_prediction",
-                          at::full({1, 1}, x_next), c10::nullopt);
+  auto v = sdpo::lcm_step(
+      ac, at::full({1, 1}, eps), at::full({1}, 759, at::kLong), at::full({1}, 499, at::kLong), at::full({1}, true),
+      at::full({1, 1}, x), scaling, 0.5, "v_prediction", at::full({1, 1}, x_next), c10::nullopt);
   EXPECT_NEAR(v.pred_x0.item<double>(), std::sqrt(ab_t) * x - std::sqrt(1 - ab_t) * eps, 1e-6);
-  auto smp = sdpo::lcm_step(ac, at::full({1, 1}, eps), at::full({1}, 759, at::kLong), at::full({1}, 499, at::kLong),
-                            at::full({1}, true), at::full({1, 1}, x), scaling, 0.5, "sample", at::full({1, 1}, x_next),
-                            c10::nullopt);
+  auto smp = sdpo::lcm_step(
+      ac, at::full({1, 1}, eps), at::full({1}, 759, at::kLong), at::full({1}, 499, at::kLong), at::full({1}, true),
+      at::full({1, 1}, x), scaling, 0.5, "sample", at::full({1, 1}, x_next), c10::nullopt);
   EXPECT_NEAR(smp.denoised.item<double>(), c_out * eps + c_skip * x, 1e-6);
 }
 
@@ -125,8 +126,9 @@ TEST(LCMStep, DrawnTransitionAndMeanOverDimensions) {
   auto g = seeded(11);
   auto r = sdpo::lcm_step(ac, o, t, tn, at::full({1}, true), x, 10.0, 0.5, "epsilon", at::Tensor(), g);
   auto z = at::randn({1, 2}, seeded(11));
-  sdpo::test::expect_close(r.prev_sample, std::sqrt(ab_n) * r.denoised + std::sqrt(1 - ab_n) * z, 1e-6, 1e-6,
-                           "x' = sqrt(ab') d + sqrt(1-ab') z");
+  sdpo::test::expect_close(
+      r.prev_sample, std::sqrt(ab_n) * r.denoised + std::sqrt(1 - ab_n) * z, 1e-6, 1e-6,
+      "x' = sqrt(ab') d + sqrt(1-ab') z");
   double sum = 0;
   for (int i = 0; i < 2; ++i) {
     const double d = r.denoised[0][i].item<double>(), xp = r.prev_sample[0][i].item<double>();
@@ -139,9 +141,7 @@ TEST(LCMStep, DrawnTransitionAndMeanOverDimensions) {
 // The last step of a 4-step trajectory (t = t' = 259): RLCM draws and scores a noisy
 // transition; diffusers returns denoised itself with log-prob 0. The sampler plugin does the same.
 TEST(LCMStep, LastStepOfBothPolicies) {
-  auto reg_opts = [](const char* policy) {
-    return boost::json::object{{"policy", policy}};
-  };
+  auto reg_opts = [](const char* policy) { return boost::json::object{{"policy", policy}}; };
   auto x = at::randn({2, 1, 2, 2}, seeded(1));
   auto o = at::randn({2, 1, 2, 2}, seeded(2));
   auto t = at::full({2}, 259, at::kLong);

@@ -1,7 +1,8 @@
+#include "sdpo/manifest.h"
+
 #include <boost/json.hpp>
 
 #include "sdpo/error.h"
-#include "sdpo/manifest.h"
 #include "sdpo/registry.h"
 #include "sdpo/sampler.h"
 #include "support/test_support.h"
@@ -18,9 +19,10 @@ std::string error_of(const std::string& text, const std::vector<std::string>& se
 }
 
 TEST(Manifest, ParsesSectionsAndDefaults) {
-  auto m = sdpo::Manifest::parse(R"({"name": "x", "sampler": {"name": "ddim", "options": {"eta": 0.5}},
+  auto m = sdpo::Manifest::parse(
+      R"({"name": "x", "sampler": {"name": "ddim", "options": {"eta": 0.5}},
                                      "train": {"epochs": 3, "learning_rate": 0.001}, "sample": {"steps": 8}})",
-                                 "m.json");
+      "m.json");
   EXPECT_EQ(m.name, "x");
   EXPECT_EQ(m.sampler.name, "ddim");
   EXPECT_EQ(m.sampler.json_path, "sampler.options");
@@ -56,8 +58,8 @@ TEST(Manifest, InvalidJsonNamesLine) {
 }
 
 TEST(Manifest, SetOverridesCreatePaths) {
-  auto m = sdpo::Manifest::parse(R"({"train": {"epochs": 3}})", "m.json",
-                                 {"train.epochs=5", "sampler.name=ddim", "sampler.options.eta=0.25"});
+  auto m = sdpo::Manifest::parse(
+      R"({"train": {"epochs": 3}})", "m.json", {"train.epochs=5", "sampler.name=ddim", "sampler.options.eta=0.25"});
   EXPECT_EQ(m.train.epochs, 5);
   EXPECT_EQ(m.sampler.name, "ddim");
   EXPECT_DOUBLE_EQ(m.sampler.options.at("eta").as_double(), 0.25);
@@ -65,17 +67,16 @@ TEST(Manifest, SetOverridesCreatePaths) {
 }
 
 TEST(Manifest, ComponentPathIsShorthandForItsPathOption) {
-  auto m = sdpo::Manifest::parse(R"({"model": {"name": "sd_unet", "options": {"lora_rank": 4}}})", "m.json",
-                                 {"model.path=/models/sd-turbo"});
+  auto m = sdpo::Manifest::parse(
+      R"({"model": {"name": "sd_unet", "options": {"lora_rank": 4}}})", "m.json", {"model.path=/models/sd-turbo"});
   ASSERT_TRUE(m.model.options.contains("path"));
   EXPECT_EQ(m.model.options.at("path").as_string(), "/models/sd-turbo");
   EXPECT_EQ(m.model.options.at("lora_rank").as_int64(), 4);
   auto twice = error_of(R"({"model": {"name": "x", "path": "/a", "options": {"path": "/b"}}})");
   EXPECT_NE(twice.find("m.json: model.path: given twice"), std::string::npos) << twice;
-  EXPECT_NE(error_of(R"({"model": {"name": "x", "path": 3}})").find("model.path: expected a folder path"),
-            std::string::npos);
-  EXPECT_NE(error_of(R"({"model": {"name": "x", "paths": "/a"}})").find("model.paths: unknown key"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(R"({"model": {"name": "x", "path": 3}})").find("model.path: expected a folder path"), std::string::npos);
+  EXPECT_NE(error_of(R"({"model": {"name": "x", "paths": "/a"}})").find("model.paths: unknown key"), std::string::npos);
 }
 
 TEST(Manifest, RequiredOptionFailsWhenMissingButNotWhileDescribing) {
@@ -88,7 +89,8 @@ TEST(Manifest, RequiredOptionFailsWhenMissingButNotWhileDescribing) {
     strict.required_string("path", "model folder");
     FAIL() << "expected a ManifestError";
   } catch (const sdpo::ManifestError& e) {
-    EXPECT_NE(std::string(e.what()).find("model.options.path: model 'x': required: model folder"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.options.path: model 'x': required: model folder"), std::string::npos)
+        << e.what();
   }
   cfg.options["path"] = "";
   sdpo::OptionReader empty(cfg);
@@ -119,8 +121,9 @@ TEST(Manifest, ComponentOptionErrorsNameTheComponent) {
     FAIL() << "expected a ManifestError";
   } catch (const sdpo::ManifestError& e) {
     std::string w = e.what();
-    EXPECT_NE(w.find("m.json: sampler.options.eta: sampler 'ddim': expected a number in [0, 10], got 20"),
-              std::string::npos) << w;
+    EXPECT_NE(
+        w.find("m.json: sampler.options.eta: sampler 'ddim': expected a number in [0, 10], got 20"), std::string::npos)
+        << w;
   }
   m = sdpo::Manifest::parse(R"({"sampler": {"name": "ddim", "options": {"etta": 1}}})", "m.json");
   try {

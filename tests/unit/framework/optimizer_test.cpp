@@ -1,7 +1,8 @@
 // The optimizer service: accumulation cadence, gradient-norm clipping, state round trip.
+#include "sdpo/optimizer.h"
+
 #include <ATen/ATen.h>
 
-#include "sdpo/optimizer.h"
 #include "support/test_support.h"
 
 namespace {

@@ -57,7 +57,9 @@ TEST(PluginLoader, DuplicateNameNamesBothFilesAndRollsBack) {
 TEST(PluginLoader, BuiltPluginsAreRegisteredWithTheirFiles) {
   const auto& reg = sdpo::Registry::global();
   for (const auto& [kind, name] : std::vector<std::pair<std::string, std::string>>{
-           {"sampler", "ddim"}, {"dense_reward", "similarity_3_adaptive"}, {"normalizer", "per_step_prompt"},
+           {"sampler", "ddim"},
+           {"dense_reward", "similarity_3_adaptive"},
+           {"normalizer", "per_step_prompt"},
            {"algorithm", "sdpo"}}) {
     EXPECT_TRUE(reg.contains(kind, name)) << kind << " " << name;
   }

@@ -1,6 +1,7 @@
+#include "sdpo/returns.h"
+
 #include <ATen/ATen.h>
 
-#include "sdpo/returns.h"
 #include "support/test_support.h"
 
 namespace {

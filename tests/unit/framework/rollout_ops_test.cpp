@@ -1,6 +1,7 @@
+#include "sdpo/rollout_ops.h"
+
 #include <ATen/ATen.h>
 
-#include "sdpo/rollout_ops.h"
 #include "support/test_support.h"
 
 namespace {

@@ -145,8 +145,7 @@ TEST(RunFile, TrajectoriesWrittenAndReplaced) {
 
 // The schema must be readable by h5py alone, while the run still has the file open.
 TEST(RunFile, ReadableByH5pyDuringRun) {
-  if (!fs::exists("/usr/bin/python3") ||
-      std::system("/usr/bin/python3 -c 'import h5py' > /dev/null 2>&1") != 0) {
+  if (!fs::exists("/usr/bin/python3") || std::system("/usr/bin/python3 -c 'import h5py' > /dev/null 2>&1") != 0) {
     GTEST_SKIP() << "/usr/bin/python3 with h5py not available";
   }
   const std::string dir = sdpo::test::temp_dir("h5");

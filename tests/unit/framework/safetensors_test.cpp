@@ -33,8 +33,7 @@ void expect_refused(const std::string& path, const std::vector<std::string>& par
     const std::string what = e.what();
     EXPECT_EQ(e.path(), path);
     EXPECT_NE(what.find(path), std::string::npos) << what;
-    for (const auto& p : parts)
-      EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
+    for (const auto& p : parts) EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
   }
 }
 
@@ -92,16 +91,25 @@ TEST(Safetensors, FormatPtIsWrittenByDefault) {
 TEST(Safetensors, OverlappingHoleyOrUntiledDataRefused) {
   const std::string path = sdpo::test::temp_dir("st") + "/tiling.safetensors";
   // b starts inside a: two tensors would alias the same bytes.
-  write_raw(path, R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12);
+  write_raw(
+      path,
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+      12);
   expect_refused(path, {"\"b\"", "overlap"});
   // A gap of 4 bytes between a and b.
-  write_raw(path, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", 12);
+  write_raw(
+      path,
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+      12);
   expect_refused(path, {"\"b\"", "hole"});
   // Bytes after the last tensor that no entry describes.
   write_raw(path, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 12);
   expect_refused(path, {"cover 4 bytes of a 12-byte data section"});
   // Key order in the JSON is free: tiles given out of order load.
-  write_raw(path, R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8);
+  write_raw(
+      path,
+      R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+      8);
   EXPECT_EQ(sdpo::safetensors_load(path).size(), 2u);
 }
 

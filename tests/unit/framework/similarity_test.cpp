@@ -1,8 +1,9 @@
 // Similarities, anchors and dense rewards against the golden vectors (paper Eqs. 9-12, as the
 // SDPO reference computes them).
+#include "sdpo/similarity.h"
+
 #include <ATen/ATen.h>
 
-#include "sdpo/similarity.h"
 #include "support/test_support.h"
 
 namespace {

@@ -1,10 +1,11 @@
 // The thread-count rule of every command (sdpo/threads.h): --threads, SDPO_THREADS,
 // OMP_NUM_THREADS, then the hardware; OpenBLAS one thread unless OPENBLAS_NUM_THREADS is set.
+#include "sdpo/threads.h"
+
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include "sdpo/error.h"
-#include "sdpo/threads.h"
 
 namespace {
 
@@ -59,8 +60,9 @@ TEST(Threads, BadCountsNameWhereTheyCameFrom) {
     sdpo::resolve_threads(0, env("many", "", "", 2));
     ADD_FAILURE() << "accepted SDPO_THREADS=many";
   } catch (const sdpo::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("SDPO_THREADS: expected a thread count, a whole number in 1..4096, got 'many'"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("SDPO_THREADS: expected a thread count, a whole number in 1..4096, got 'many'"),
+        std::string::npos)
         << e.what();
   }
   EXPECT_THROW(sdpo::resolve_threads(0, env("", "0", "", 2)), sdpo::Error);

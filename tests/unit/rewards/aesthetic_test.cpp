@@ -4,9 +4,9 @@
 // independently from the same file; strict key handling; options.
 
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
@@ -17,11 +17,11 @@
 #include <string>
 #include <vector>
 
-#include "clip_text/clip_image.h"
-#include "clip_text/clip_vision_model.h"
 #include "sdpo/error.h"
+#include "sdpo/models/clip/clip_image.h"
+#include "sdpo/models/clip/clip_vision_model.h"
+#include "sdpo/models/nn/hf_config.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"

@@ -1,7 +1,6 @@
 // The `colorfulness` reward (Hasler and Suesstrunk 2003).
 
 #include <boost/json/parse.hpp>
-
 #include <cmath>
 #include <string>
 
@@ -42,8 +41,9 @@ TEST(ColorfulnessReward, HandComputedTwoByTwo) {
   // spread term is left: rg = 255, -255, 0, 0 (variance 32512.5); yb = 127.5, 127.5, -255, 0
   // (variance 24384.375); M = sqrt(56896.875) = 238.531.
   const double spread_only = std::sqrt(32512.5 + 24384.375);
-  const at::Tensor images = at::cat({image_2x2({255, 0, 0, 255, 0, 0, 0, 0, 0, 255, 255, 0}),
-                                     image_2x2({255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255})});
+  const at::Tensor images = at::cat(
+      {image_2x2({255, 0, 0, 255, 0, 0, 0, 0, 0, 255, 255, 0}),
+       image_2x2({255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255})});
   const at::Tensor s = make_reward()->score(images, {});
   EXPECT_NEAR(s[0].item<double>(), expected, 1e-3);
   EXPECT_NEAR(s[1].item<double>(), spread_only, 1e-3);

@@ -1,4 +1,4 @@
-// open_clip's CLIP as transformers' CLIPModel (plugins/clip_text/open_clip.h) and the `hpsv2`
+// open_clip's CLIP as transformers' CLIPModel (models/clip/include/sdpo/models/clip/open_clip.h) and the `hpsv2`
 // reward (research/models.md 6.3): ViT-H-14 on the meta device in open_clip's names; the key
 // mapping against an inverse written independently in tests/support/tiny_clip.cpp (fused q/k/v
 // rows, transposed projections), giving the same features as loading transformers' names; errors
@@ -7,9 +7,9 @@
 // weights; options.
 
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
@@ -21,14 +21,14 @@
 #include <string>
 #include <vector>
 
-#include "clip_text/clip_image.h"
-#include "clip_text/clip_model.h"
-#include "clip_text/open_clip.h"
-#include "clip_text/tokenizer.h"
 #include "sdpo/error.h"
+#include "sdpo/models/clip/clip_image.h"
+#include "sdpo/models/clip/clip_model.h"
+#include "sdpo/models/clip/open_clip.h"
+#include "sdpo/models/nn/hf_config.h"
+#include "sdpo/models/nn/layers.h"
+#include "sdpo/models/tokenizers/clip_tokenizer.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
-#include "sdpo/nn/layers.h"
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"

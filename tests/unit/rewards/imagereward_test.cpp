@@ -6,9 +6,9 @@
 // one pair at a time, safetensors round trip, file and option errors naming file and key).
 
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
@@ -19,12 +19,12 @@
 #include <string>
 #include <vector>
 
-#include "imagereward/blip_model.h"
-#include "imagereward/wordpiece.h"
 #include "sdpo/error.h"
+#include "sdpo/models/blip/blip_model.h"
+#include "sdpo/models/nn/hf_config.h"
+#include "sdpo/models/nn/layers.h"
+#include "sdpo/models/tokenizers/wordpiece.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
-#include "sdpo/nn/layers.h"
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"

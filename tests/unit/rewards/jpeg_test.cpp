@@ -1,8 +1,8 @@
 // The `jpeg_compressibility` and `jpeg_incompressibility` rewards (DDPO's definition).
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <boost/json/parse.hpp>
 
+#include <boost/json/parse.hpp>
 #include <string>
 
 #include "sdpo/error.h"
@@ -13,8 +13,8 @@
 namespace {
 
 std::shared_ptr<sdpo::Reward> make_reward(const std::string& name, const std::string& options_json = "{}") {
-  return sdpo::Registry::global().create<sdpo::Reward>(sdpo::ComponentConfig{
-      "reward", name, boost::json::parse(options_json).as_object(), "<test>", "reward.options"});
+  return sdpo::Registry::global().create<sdpo::Reward>(
+      sdpo::ComponentConfig{"reward", name, boost::json::parse(options_json).as_object(), "<test>", "reward.options"});
 }
 
 // A deterministic textured image whose bytes are exactly representable: value / 255 in [0, 1].

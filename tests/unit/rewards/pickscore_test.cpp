@@ -1,5 +1,5 @@
 // The `pickscore` reward (PickScore v1, research/models.md 6.2) and the CLIPModel it runs
-// (plugins/clip_text/clip_model.h): the real CLIP-H CLIPModel on the meta device; through the
+// (models/clip/include/sdpo/models/clip/clip_model.h): the real CLIP-H CLIPModel on the meta device; through the
 // registry on a tiny CLIPModel folder written by the test (tests/support/tiny_clip.h), the score
 // equals the cosine (times exp(logit_scale) for "logit") of features computed with plain tensor
 // ops; batching, prompts, padding; strict key handling; options.
@@ -18,12 +18,12 @@
 #include <string>
 #include <vector>
 
-#include "clip_text/clip_image.h"
-#include "clip_text/clip_model.h"
 #include "sdpo/error.h"
+#include "sdpo/models/clip/clip_image.h"
+#include "sdpo/models/clip/clip_model.h"
+#include "sdpo/models/nn/hf_config.h"
+#include "sdpo/models/nn/layers.h"
 #include "sdpo/module_state.h"
-#include "sdpo/nn/hf_config.h"
-#include "sdpo/nn/layers.h"
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"

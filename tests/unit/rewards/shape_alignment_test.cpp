@@ -1,19 +1,19 @@
 // The `shape_alignment` reward: a small classifier of the toy world's attributes.
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <boost/json/parse.hpp>
 
+#include <boost/json/parse.hpp>
 #include <chrono>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "sdpo/error.h"
+#include "sdpo/models/toy/world.h"
 #include "sdpo/prompts.h"
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
 #include "sdpo/safetensors.h"
-#include "shapes/world.h"
 #include "support/test_support.h"
 
 namespace {
@@ -104,8 +104,8 @@ TEST_F(ShapeAlignment, MatchingPromptsScoreHigherThanMismatched) {
 TEST_F(ShapeAlignment, SingleAttributeChangesLowerTheScore) {
   ASSERT_TRUE(fitted_);
   const at::Tensor images = render_prompts({"a red circle", "a red circle", "a red circle", "a red circle"}, 9);
-  const at::Tensor s = (*reward_)->score(
-      images, {"a red circle", "a blue circle", "a red triangle", "a red circle on the left"});
+  const at::Tensor s =
+      (*reward_)->score(images, {"a red circle", "a blue circle", "a red triangle", "a red circle on the left"});
   EXPECT_GT(s[0].item<float>(), s[1].item<float>());
   EXPECT_GT(s[0].item<float>(), s[2].item<float>());
   EXPECT_GT(s[0].item<float>(), s[3].item<float>());
@@ -136,10 +136,16 @@ TEST_F(ShapeAlignment, ToleratesOtherImageSizesAndNoise) {
 
 TEST(ShapeAlignmentErrors, UnparseablePromptThrows) {
   auto reward = make_reward("/nonexistent/classifier.safetensors");
-  expect_error_naming([&] { reward->score(at::zeros({1, 3, 32, 32}), {"a pink elephant"}); },
-                      {"a pink elephant", "shape_alignment"});
-  expect_error_naming([&] { reward->score(at::zeros({2, 3, 32, 32}), {"a red circle"}); },
-                      {"shape_alignment", "1 prompts for 2 images"});
+  expect_error_naming(
+      [&] {
+        reward->score(at::zeros({1, 3, 32, 32}), {"a pink elephant"});
+      },
+      {"a pink elephant", "shape_alignment"});
+  expect_error_naming(
+      [&] {
+        reward->score(at::zeros({2, 3, 32, 32}), {"a red circle"});
+      },
+      {"shape_alignment", "1 prompts for 2 images"});
 }
 
 TEST(ShapeAlignmentErrors, LoadErrorsNameTheFile) {

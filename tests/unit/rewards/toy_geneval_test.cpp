@@ -3,9 +3,9 @@
 // and the reward through the registry.
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <boost/json/parse.hpp>
 
 #include <array>
+#include <boost/json/parse.hpp>
 #include <cmath>
 #include <iomanip>
 #include <iostream>
@@ -20,9 +20,9 @@
 #include "rewards/toy_geneval/geneval.h"
 #include "rewards/toy_geneval/report.h"
 #include "sdpo/error.h"
+#include "sdpo/models/toy/world.h"
 #include "sdpo/registry.h"
 #include "sdpo/reward.h"
-#include "shapes/world.h"
 #include "support/test_support.h"
 
 namespace {
@@ -87,7 +87,9 @@ TEST(ToyGenevalDetector, PixelRuleFollowsTheBlendLines) {
     EXPECT_EQ(tg::label_pixel(c[0], c[1], c[2], 0.25).color, k) << toy::color_name(static_cast<toy::Color>(k));
     EXPECT_NEAR(tg::label_pixel(c[0], c[1], c[2], 0.25).distance, 0.0, 1e-6);
     // An anti-aliased edge at 60% coverage is still that color; at 40% it is not the object.
-    const auto blend = [&](double a, int i) { return static_cast<float>(toy::kBackground + a * (c[i] - toy::kBackground)); };
+    const auto blend = [&](double a, int i) {
+      return static_cast<float>(toy::kBackground + a * (c[i] - toy::kBackground));
+    };
     EXPECT_EQ(tg::label_pixel(blend(0.6, 0), blend(0.6, 1), blend(0.6, 2), 0.25).color, k);
     EXPECT_EQ(tg::label_pixel(blend(0.4, 0), blend(0.4, 1), blend(0.4, 2), 0.25).color, -1);
   }
@@ -101,9 +103,9 @@ TEST(ToyGenevalDetector, PixelRuleFollowsTheBlendLines) {
 
 TEST(ToyGenevalDetector, DrawnShapesGetTheirLabels) {
   at::Tensor img = blank();
-  draw_rect(img, toy::Color::kRed, 2, 3, 8, 8);                 // square, box x 2..9, y 3..10
-  draw_disc(img, toy::Color::kGreen, 23.0, 8.0, 6.0);           // circle of radius 6
-  draw_triangle(img, toy::Color::kBlue, 16.0, 30.0, 14.0);      // triangle, side 14
+  draw_rect(img, toy::Color::kRed, 2, 3, 8, 8);             // square, box x 2..9, y 3..10
+  draw_disc(img, toy::Color::kGreen, 23.0, 8.0, 6.0);       // circle of radius 6
+  draw_triangle(img, toy::Color::kBlue, 16.0, 30.0, 14.0);  // triangle, side 14
   const tg::Detection d = tg::detect(img);
   ASSERT_EQ(d.components.size(), 3u);
   ASSERT_EQ(d.objects().size(), 3u);
@@ -162,11 +164,11 @@ TEST(ToyGenevalDetector, RenderedShapesAtEverySizeGetTheirLabels) {
 TEST(ToyGenevalDetector, ComponentsAreEightConnectedPerColor) {
   at::Tensor img = blank();
   draw_rect(img, toy::Color::kYellow, 2, 2, 5, 5);
-  draw_rect(img, toy::Color::kYellow, 20, 2, 5, 5);      // apart: two components
+  draw_rect(img, toy::Color::kYellow, 20, 2, 5, 5);  // apart: two components
   draw_rect(img, toy::Color::kWhite, 2, 20, 4, 4);
-  draw_rect(img, toy::Color::kWhite, 6, 24, 4, 4);       // touches the first at a corner only
+  draw_rect(img, toy::Color::kWhite, 6, 24, 4, 4);  // touches the first at a corner only
   draw_rect(img, toy::Color::kPurple, 20, 20, 4, 4);
-  draw_rect(img, toy::Color::kGreen, 24, 20, 4, 4);      // side by side, another color
+  draw_rect(img, toy::Color::kGreen, 24, 20, 4, 4);  // side by side, another color
   const tg::Detection d = tg::detect(img);
   std::map<toy::Color, int> count;
   for (const auto& c : d.components) ++count[c.color];
@@ -183,7 +185,7 @@ TEST(ToyGenevalDetector, ComponentsAreEightConnectedPerColor) {
 
 TEST(ToyGenevalDetector, MinimumAreaScalesWithImageSize) {
   at::Tensor img = blank();
-  draw_rect(img, toy::Color::kRed, 4, 4, 3, 3);   // 9 pixels
+  draw_rect(img, toy::Color::kRed, 4, 4, 3, 3);     // 9 pixels
   draw_rect(img, toy::Color::kBlue, 20, 20, 2, 2);  // 4 pixels
   tg::Detection d = tg::detect(img);
   ASSERT_EQ(d.components.size(), 2u);
@@ -245,16 +247,19 @@ TEST(ToyGenevalChecks, CategoriesOfEveryPromptSet) {
     for (const auto& p : prompts) ++n[tg::category_name(tg::category_of(*toy::parse(p)))];
     return n;
   };
-  EXPECT_EQ(tally(toy::training_prompts()),
-            (std::map<std::string, int>{{"single_object", 15}, {"counting", 10}, {"position", 20}}));
-  EXPECT_EQ(tally(toy::evaluation_prompts()),
-            (std::map<std::string, int>{{"single_object", 6}, {"counting", 2}, {"position", 4}}));
+  EXPECT_EQ(
+      tally(toy::training_prompts()),
+      (std::map<std::string, int>{{"single_object", 15}, {"counting", 10}, {"position", 20}}));
+  EXPECT_EQ(
+      tally(toy::evaluation_prompts()),
+      (std::map<std::string, int>{{"single_object", 6}, {"counting", 2}, {"position", 4}}));
   // The unseen set's Table 1 categories map onto GenEval's.
   const std::map<std::string, std::string> table1{
       {"color", "single_object"}, {"count", "counting"}, {"composition", "two_object"}, {"location", "position"}};
   for (std::size_t i = 0; i < toy::unseen_prompts().size(); ++i)
-    EXPECT_EQ(tg::category_name(tg::category_of(*toy::parse(toy::unseen_prompts()[i]))),
-              table1.at(toy::unseen_categories()[i]))
+    EXPECT_EQ(
+        tg::category_name(tg::category_of(*toy::parse(toy::unseen_prompts()[i]))),
+        table1.at(toy::unseen_categories()[i]))
         << toy::unseen_prompts()[i];
   // Precedence: an off-center count is position; compositions are two_object.
   EXPECT_EQ(tg::category_of(*toy::parse("three white circles at the bottom")), tg::Category::kPosition);
@@ -274,9 +279,9 @@ TEST(ToyGenevalChecks, RequirementsOfEachCategory) {
   EXPECT_EQ(names("three blue squares"), (V{"color", "shape", "count", "nothing_else"}));
   EXPECT_EQ(names("a red square on the left"), (V{"color", "shape", "location", "nothing_else"}));
   EXPECT_EQ(names("two green triangles on the left"), (V{"color", "shape", "count", "location", "nothing_else"}));
-  EXPECT_EQ(names("a red circle and a blue square"),
-            (V{"color of red circle", "shape of red circle", "color of blue square", "shape of blue square",
-               "nothing_else"}));
+  EXPECT_EQ(
+      names("a red circle and a blue square"), (V{"color of red circle", "shape of red circle", "color of blue square",
+                                                  "shape of blue square", "nothing_else"}));
   // An empty image meets nothing, "nothing else" included.
   const tg::Evaluation empty = tg::evaluate(*toy::parse("a red circle"), tg::detect(blank()));
   EXPECT_EQ(empty.strict, 0.0);
@@ -304,8 +309,9 @@ TEST(ToyGenevalChecks, EachRequirementFailsOnItsOwn) {
   EXPECT_EQ(failed("a red circle on the right", "a red circle on the left"), V{"location"});
   EXPECT_EQ(failed("a red circle", "a red circle at the top"), V{"location"});
   // Color attribution: the right shapes and colors on the wrong objects.
-  EXPECT_EQ(failed("a red circle and a blue square", "a blue circle and a red square"),
-            (V{"shape of blue circle", "shape of red square", "nothing_else"}));
+  EXPECT_EQ(
+      failed("a red circle and a blue square", "a blue circle and a red square"),
+      (V{"shape of blue circle", "shape of red square", "nothing_else"}));
   EXPECT_EQ(failed("a red circle and a blue square", "a blue square and a red circle"), V{});
 }
 
@@ -353,9 +359,12 @@ TEST(ToyGenevalPrompts, TwelvePerCategoryEachParsingToItsCategory) {
     EXPECT_EQ(s.count, 1);
     ++locations[s.location];
   }
-  EXPECT_EQ(locations, (std::map<toy::Location, int>{
-                           {toy::Location::kLeft, 3}, {toy::Location::kRight, 3}, {toy::Location::kTop, 3},
-                           {toy::Location::kBottom, 3}}));
+  EXPECT_EQ(
+      locations, (std::map<toy::Location, int>{
+                     {toy::Location::kLeft, 3},
+                     {toy::Location::kRight, 3},
+                     {toy::Location::kTop, 3},
+                     {toy::Location::kBottom, 3}}));
   // two_object: two objects of different colors and different shapes (color attribution).
   for (const toy::Scene& s : by_category[tg::Category::kTwoObject]) {
     ASSERT_TRUE(s.is_composition());
@@ -414,19 +423,21 @@ TEST(ToyGenevalReport, OverallAveragesCategoriesNotImages) {
   EXPECT_EQ(s[1].overall, 1.0);
 
   const std::string table = tg::format_table(s);
-  EXPECT_EQ(table,
-            "| steps | single_object | counting | position | two_object | overall | soft |\n"
-            "|---|---|---|---|---|---|---|\n"
-            "| 4 | 0.667 | 1.000 | 0.000 | - | 0.556 | 0.700 |\n"
-            "| 1 | - | - | - | 1.000 | 1.000 | 0.700 |\n");
+  EXPECT_EQ(
+      table,
+      "| steps | single_object | counting | position | two_object | overall | soft |\n"
+      "|---|---|---|---|---|---|---|\n"
+      "| 4 | 0.667 | 1.000 | 0.000 | - | 0.556 | 0.700 |\n"
+      "| 1 | - | - | - | 1.000 | 1.000 | 0.700 |\n");
 
   std::ostringstream csv;
   tg::write_csv_header(csv);
   tg::write_csv_rows(csv, {r[2], r[6]});
-  EXPECT_EQ(csv.str(),
-            "steps,prompt,category,seed,strict,soft,failed\n"
-            "4,a red circle,single_object,3,0,0.4,shape;nothing_else\n"
-            "1,a red circle and a blue square,two_object,1,1,0.7,\n");
+  EXPECT_EQ(
+      csv.str(),
+      "steps,prompt,category,seed,strict,soft,failed\n"
+      "4,a red circle,single_object,3,0,0.4,shape;nothing_else\n"
+      "1,a red circle and a blue square,two_object,1,1,0.7,\n");
 }
 
 // ---- The reward ----
@@ -520,8 +531,8 @@ TEST(ToyGeneval, NoiseScoresNearZero) {
   draw_rect(red, toy::Color::kRed, 0, 0, 32, 32);
   const at::Tensor flat =
       at::stack({at::zeros({3, 32, 32}), at::full({3, 32, 32}, 0.5), blank(), at::ones({3, 32, 32}), red});
-  const std::vector<std::string> prompts{"a white square", "a white square", "a white square", "a white square",
-                                         "a red square"};
+  const std::vector<std::string> prompts{
+      "a white square", "a white square", "a white square", "a white square", "a red square"};
   sdpo::test::expect_close(soft->score(flat, prompts), at::zeros({5}), 0, 0, "flat images");
 }
 
@@ -530,8 +541,13 @@ TEST(ToyGeneval, WrongPromptsScoreStrictZero) {
   auto strict = make_reward(R"({"mode": "strict"})");
   auto soft = make_reward();
   const at::Tensor red = render("a red circle", gen).unsqueeze(0).expand({6, 3, 32, 32}).contiguous();
-  const std::vector<std::string> prompts{"a red circle",     "a blue circle",           "a red square",
-                                         "two red circles", "a red circle on the left", "a red circle and a blue square"};
+  const std::vector<std::string> prompts{
+      "a red circle",
+      "a blue circle",
+      "a red square",
+      "two red circles",
+      "a red circle on the left",
+      "a red circle and a blue square"};
   const at::Tensor s = strict->score(red, prompts);
   const at::Tensor f = soft->score(red, prompts);
   EXPECT_EQ(s[0].item<float>(), 1.0f);
@@ -540,10 +556,10 @@ TEST(ToyGeneval, WrongPromptsScoreStrictZero) {
     EXPECT_LT(f[i].item<float>(), f[0].item<float>() - 0.1f) << prompts[i];
   }
   // The soft score is graded: one of several requirements wrong keeps more than all wrong.
-  EXPECT_LT(f[1].item<float>(), 0.05f);                    // blue: color, shape, nothing else all fail
-  EXPECT_NEAR(f[2].item<float>(), 1.0f / 3.0f, 0.05f);     // square: the color is right
-  EXPECT_GT(f[3].item<float>(), 0.6f);                     // one of two copies: count at 1/2
-  EXPECT_GT(f[4].item<float>(), 0.6f);                     // only the location is off
+  EXPECT_LT(f[1].item<float>(), 0.05f);                 // blue: color, shape, nothing else all fail
+  EXPECT_NEAR(f[2].item<float>(), 1.0f / 3.0f, 0.05f);  // square: the color is right
+  EXPECT_GT(f[3].item<float>(), 0.6f);                  // one of two copies: count at 1/2
+  EXPECT_GT(f[4].item<float>(), 0.6f);                  // only the location is off
 }
 
 TEST(ToyGeneval, SoftScoreDegradesGracefullyWithPixelNoise) {
@@ -586,8 +602,11 @@ TEST(ToyGeneval, ScoresOnTheImagesDeviceAndOtherSizes) {
 
 TEST(ToyGeneval, ErrorsNameWhatWasExpected) {
   auto reward = make_reward();
-  sdpo::test::expect_error_names([&] { reward->score(at::zeros({1, 3, 32, 32}), {"a pink elephant"}); },
-                                 {"toy_geneval", "a pink elephant"});
+  sdpo::test::expect_error_names(
+      [&] {
+        reward->score(at::zeros({1, 3, 32, 32}), {"a pink elephant"});
+      },
+      {"toy_geneval", "a pink elephant"});
   sdpo::test::expect_error_names([&] { reward->score(at::zeros({1, 3, 32, 32}), {}); }, {"toy_geneval"});
   EXPECT_THROW(reward->score(at::zeros({3, 32, 32}), {"a red circle"}), sdpo::Error);
   EXPECT_THROW(make_reward(R"({"mode": "hard"})"), sdpo::ManifestError);
