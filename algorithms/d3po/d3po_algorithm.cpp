@@ -8,7 +8,6 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include <cmath>
 #include <string>
 #include <vector>
 
@@ -20,6 +19,7 @@
 #include "sdpo/plugin.h"
 #include "sdpo/rollout_ops.h"
 #include "sdpo/sampler.h"
+#include "sdpo/update_loop.h"
 
 namespace {
 
@@ -66,36 +66,28 @@ class D3POAlgorithm final : public sdpo::Algorithm {
     sdpo::Model& reference = *ctx.reference;
     const int64_t pairs = buf.groups(), T = buf.num_steps;
     const int64_t batch = std::max<int64_t>(1, ctx.train_batch_size);
-    const int64_t trained = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(T) * o_.timestep_fraction));
+    const int64_t trained = sdpo::trained_steps(T, o_.timestep_fraction);
     // 6.4: accelerate accumulation G_acc·num_train_timesteps (one optimizer step per G_acc mini-batches).
     const int64_t accumulation = ctx.optimizer.options().gradient_accumulation * trained;
-    auto long_cpu = at::TensorOptions().dtype(at::kLong);
     auto device = buf.latents.device();
 
     // 6.2: labels from the raw final rewards (the stored log-probs and the advantages are unused).
     auto rewards = buf.final_rewards.to(at::kDouble).cpu();
     auto labels = sdpo::d3po_preference_labels(rewards.slice(0, 0, pairs), rewards.slice(0, pairs, 2 * pairs));
-    const double tie_fraction = (labels.label_a == 0).to(at::kDouble).mean().item<double>();
 
     // 6.4: permute the pair axis, then one step permutation per pair shared by both members.
-    auto order = o_.shuffle_batch ? at::randperm(pairs, ctx.generator, long_cpu) : at::arange(pairs, long_cpu);
-    std::vector<at::Tensor> perms;
-    for (int64_t b = 0; b < pairs; ++b) {
-      perms.push_back(o_.shuffle_timestep ? at::randperm(T, ctx.generator, long_cpu) : at::arange(T, long_cpu));
-    }
-    auto perm = at::stack(perms);  // (pairs, T): perm[b][j] = k
+    const auto order = sdpo::draw_update_order(pairs, T, o_.shuffle_batch, o_.shuffle_timestep, ctx.generator);
 
-    double loss_sum = 0, abs_log_q_sum = 0, abs_log_ratio_sum = 0, clamp_sum = 0;
-    int64_t micro = 0;
-    ctx.model.set_training(true);
+    sdpo::MetricSums sums;
+    sums.set("tie_fraction", (labels.label_a == 0).to(at::kDouble).mean().item<double>());
     // 6.4: mini-batches outer, positions inner; one backward per (mini-batch, position).
     for (int64_t start = 0; start < pairs; start += batch) {
       const int64_t end = std::min(pairs, start + batch), b = end - start;
-      auto pair_idx = order.slice(0, start, end);
+      auto pair_idx = order.rows.slice(0, start, end);
       auto rows = at::cat({pair_idx, pair_idx + pairs});  // a rows then b rows
       auto label_a = labels.label_a.index_select(0, pair_idx).to(device);
       auto label_b = labels.label_b.index_select(0, pair_idx).to(device);
-      auto pair_perm = perm.index_select(0, pair_idx);  // (b, T)
+      auto pair_perm = order.steps.index_select(0, pair_idx);  // (b, T)
 
       for (int64_t j = 0; j < trained; ++j) {
         auto k = pair_perm.select(1, j);
@@ -116,32 +108,15 @@ class D3POAlgorithm final : public sdpo::Algorithm {
         li.beta = o_.beta;
         li.eps = o_.eps;
         auto res = sdpo::d3po_loss(li);
-        const double lv = res.loss.item<double>();
-        if (!std::isfinite(lv)) {
-          throw sdpo::NumericError(
-              "algorithm 'd3po': the loss is " + std::to_string(lv) + " at epoch " + std::to_string(ctx.epoch) +
-              ", position " + std::to_string(j));
-        }
-        (res.loss / static_cast<double>(accumulation)).backward();
-        ctx.optimizer.micro_step(accumulation);
-        loss_sum += lv;
-        abs_log_q_sum += res.mean_abs_log_q;
-        abs_log_ratio_sum += res.mean_abs_log_ratio;
-        clamp_sum += res.clampfrac;
-        ++micro;
+        sums.add(
+            "loss", sdpo::backward_micro_batch(res.loss, accumulation, ctx, "d3po", "position " + std::to_string(j)));
+        sums.add("mean_abs_log_q", res.mean_abs_log_q);
+        sums.add("mean_abs_log_ratio", res.mean_abs_log_ratio);
+        sums.add("clampfrac", res.clampfrac);
+        sums.next_term();
       }
     }
-    ctx.optimizer.flush();
-    ctx.model.set_training(false);
-    const double m = static_cast<double>(std::max<int64_t>(micro, 1));
-    return {
-        {"loss", loss_sum / m},
-        {"mean_abs_log_q", abs_log_q_sum / m},
-        {"mean_abs_log_ratio", abs_log_ratio_sum / m},
-        {"clampfrac", clamp_sum / m},
-        {"tie_fraction", tie_fraction},
-        {"grad_norm", ctx.optimizer.last_grad_norm()},
-        {"updates", static_cast<double>(ctx.optimizer.updates())}};
+    return sums.means();
   }
 
  private:

@@ -7,8 +7,6 @@
 // B_t = ctx.train_batch_size; G_acc = optimizer accumulation; num_train_timesteps = int(T·fraction).
 #include <ATen/ATen.h>
 
-#include <cmath>
-
 #include "ddpo_loss.h"
 #include "sdpo/algorithm.h"
 #include "sdpo/error.h"
@@ -17,6 +15,7 @@
 #include "sdpo/plugin.h"
 #include "sdpo/rollout_ops.h"
 #include "sdpo/sampler.h"
+#include "sdpo/update_loop.h"
 
 namespace {
 
@@ -59,11 +58,12 @@ class DDPOAlgorithm final : public sdpo::Algorithm {
   }
 
   sdpo::Metrics update(sdpo::RolloutBuffer& buf, sdpo::UpdateContext& ctx) override {
-    TORCH_CHECK(!buf.paired && buf.advantages.defined(), "algorithm 'ddpo': needs an unpaired buffer with advantages");
+    if (buf.paired || !buf.advantages.defined()) {
+      throw sdpo::Error("algorithm 'ddpo': needs an unpaired buffer with advantages");
+    }
     const int64_t n = buf.size(), T = buf.num_steps;
     const int64_t batch = std::max<int64_t>(1, ctx.train_batch_size);
-    // 4.4: num_train_timesteps = int(T * timestep_fraction) (at least one).
-    const int64_t trained = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(T) * o_.timestep_fraction));
+    const int64_t trained = sdpo::trained_steps(T, o_.timestep_fraction);  // 4.4: num_train_timesteps
     const int64_t minibatches = (n + batch - 1) / batch;
     const bool sf = o_.estimator == "sf";
     // 4.4: one optimizer step covers every trained step of G_acc mini-batches (accelerate's
@@ -71,28 +71,19 @@ class DDPOAlgorithm final : public sdpo::Algorithm {
     // of sampling, so the accumulation spans every (mini-batch, position) of the epoch.
     const int64_t accumulation =
         sf ? minibatches * trained : std::max<int64_t>(1, ctx.optimizer.options().gradient_accumulation) * trained;
-    auto long_cpu = at::TensorOptions().dtype(at::kLong);
 
-    // 4.4 step 1: one permutation of the batch axis.
-    auto order = o_.shuffle_batch ? at::randperm(n, ctx.generator, long_cpu) : at::arange(n, long_cpu);
-    // 4.4 step 2: an independent permutation of the T steps for each sample (indexed by row, so
-    // that it travels with the sample through the batch permutation).
-    std::vector<at::Tensor> perms;
-    perms.reserve(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      perms.push_back(o_.shuffle_timestep ? at::randperm(T, ctx.generator, long_cpu) : at::arange(T, long_cpu));
-    }
-    auto perm = at::stack(perms);  // (N, T): perm[row][j] = k
+    // 4.4 steps 1-2: one permutation of the batch axis, then an independent permutation of the T
+    // steps for each sample (indexed by row, so that it travels with the sample).
+    const auto order = sdpo::draw_update_order(n, T, o_.shuffle_batch, o_.shuffle_timestep, ctx.generator);
 
-    double loss_sum = 0, clip_sum = 0, kl_sum = 0;
-    int64_t micro = 0;
-    ctx.model.set_training(true);
+    sdpo::MetricSums sums;
     // 4.4 steps 3-4: mini-batches of B_t (outer), positions j < num_train_timesteps (inner), one
-    // backward per (i, j).
+    // backward per (i, j). The trainer's final flush updates on a trailing partial accumulation
+    // (samples not a multiple of B_t·G_acc).
     for (int64_t start = 0; start < n; start += batch) {
       const int64_t end = std::min(n, start + batch);
-      auto rows = order.slice(0, start, end);
-      auto row_perm = perm.index_select(0, rows);
+      auto rows = order.rows.slice(0, start, end);
+      auto row_perm = order.steps.index_select(0, rows);
       for (int64_t j = 0; j < trained; ++j) {
         auto k = row_perm.select(1, j).contiguous();  // (b,) trained step per sample
         auto lp = sdpo::rollout_log_prob(ctx.model, ctx.sampler, buf, rows, k);
@@ -102,32 +93,14 @@ class DDPOAlgorithm final : public sdpo::Algorithm {
         auto adv = sdpo::rollout_select(buf.advantages, rows, k);
         auto res = sf ? sdpo::ddpo_sf_loss(lp, adv, o_.adv_clip_max)
                       : sdpo::ddpo_is_loss(lp, old_lp, adv, o_.clip_range, o_.adv_clip_max);
-        const double lv = res.loss.item<double>();
-        if (!std::isfinite(lv)) {
-          throw sdpo::NumericError(
-              "algorithm 'ddpo': the loss is " + std::to_string(lv) + " at epoch " + std::to_string(ctx.epoch) +
-              ", mini-batch " + std::to_string(start / batch) + ", position " + std::to_string(j));
-        }
-        // Accelerate divides each micro-batch loss by the accumulation count (4.4): the
-        // accumulated gradient is an average.
-        (res.loss / static_cast<double>(accumulation)).backward();
-        ctx.optimizer.micro_step(accumulation);
-        loss_sum += lv;
-        clip_sum += res.clipfrac;
-        kl_sum += res.approx_kl;
-        ++micro;
+        const std::string where = "mini-batch " + std::to_string(start / batch) + ", position " + std::to_string(j);
+        sums.add("loss", sdpo::backward_micro_batch(res.loss, accumulation, ctx, "ddpo", where));
+        sums.add("clipfrac", res.clipfrac);
+        sums.add("approx_kl", res.approx_kl);
+        sums.next_term();
       }
     }
-    // A trailing partial accumulation (samples not a multiple of B_t·G_acc) still updates.
-    ctx.optimizer.flush();
-    ctx.model.set_training(false);
-    const double m = static_cast<double>(std::max<int64_t>(micro, 1));
-    return {
-        {"loss", loss_sum / m},
-        {"clipfrac", clip_sum / m},
-        {"approx_kl", kl_sum / m},
-        {"grad_norm", ctx.optimizer.last_grad_norm()},
-        {"updates", static_cast<double>(ctx.optimizer.updates())}};
+    return sums.means();
   }
 
  private:

@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include <cmath>
 #include <string>
 #include <vector>
 
@@ -18,6 +17,7 @@
 #include "sdpo/optimizer.h"
 #include "sdpo/plugin.h"
 #include "sdpo/sampler.h"
+#include "sdpo/update_loop.h"
 
 namespace {
 
@@ -70,43 +70,26 @@ class RebelAlgorithm final : public sdpo::Algorithm {
     }
     const int64_t pairs = buf.groups(), T = buf.num_steps;
     const int64_t batch = std::max<int64_t>(1, ctx.train_batch_size);
-    auto long_cpu = at::TensorOptions().dtype(at::kLong);
     auto device = buf.latents.device();
     // 5.4: one permutation of the pair axis shared by a and b. Per-pair time permutations are
-    // immaterial (both forms sum over all T steps before the optimizer steps) and are omitted.
-    auto order = o_.shuffle_batch ? at::randperm(pairs, ctx.generator, long_cpu) : at::arange(pairs, long_cpu);
+    // immaterial (both forms sum over all T steps before the optimizer steps) and are not drawn.
+    const auto order = sdpo::draw_update_order(pairs, T, o_.shuffle_batch, false, ctx.generator).rows;
     // 5.3: the advantage has no time axis; with a final-image reward every column is the same.
     auto advantage = buf.advantages.select(1, 0);
 
-    stats_ = Stats{};
-    ctx.model.set_training(true);
+    sdpo::MetricSums sums;
     for (int64_t start = 0; start < pairs; start += batch) {
       auto mb = mini_batch(buf, order.slice(0, start, std::min(pairs, start + batch)), pairs, advantage, device);
       if (o_.form == "per_step") {
-        update_per_step(mb, T, ctx);
+        update_per_step(mb, T, ctx, sums);
       } else {
-        update_trajectory(mb, T, ctx);
+        update_trajectory(mb, T, ctx, sums);
       }
     }
-    ctx.optimizer.flush();
-    ctx.model.set_training(false);
-    const double m = static_cast<double>(std::max<int64_t>(stats_.terms, 1));
-    return {
-        {"loss", stats_.loss / m},
-        {"abs_log_ratio_diff", stats_.abs_log_ratio_diff / m},
-        {"abs_advantage_diff", stats_.abs_advantage_diff / m},
-        {"grad_norm", ctx.optimizer.last_grad_norm()},
-        {"updates", static_cast<double>(ctx.optimizer.updates())}};
+    return sums.means();
   }
 
  private:
-  struct Stats {
-    double loss = 0;                // sum of per-term losses (per (mini-batch, step) or per mini-batch)
-    double abs_log_ratio_diff = 0;  // sum of mean |c·Δρ| (per step, or of the step sum)
-    double abs_advantage_diff = 0;  // sum of mean |ΔA|
-    int64_t terms = 0;
-  };
-
   static MiniBatch mini_batch(
       const sdpo::RolloutBuffer& buf,
       const at::Tensor& pair_idx,
@@ -147,36 +130,26 @@ class RebelAlgorithm final : public sdpo::Algorithm {
     return li;
   }
 
-  void check_finite(double value, sdpo::UpdateContext& ctx, const std::string& where) const {
-    if (!std::isfinite(value)) {
-      throw sdpo::NumericError(
-          "algorithm 'rebel': the loss is " + std::to_string(value) + " at epoch " + std::to_string(ctx.epoch) + ", " +
-          where);
-    }
-  }
-
-  void record(const sdpo::RebelLossInput& li, double loss, bool sum_steps) {
+  // One term of the metrics: the loss, the mean |c·Δρ| (per step, or of the step sum) and the mean |ΔA|.
+  void record(const sdpo::RebelLossInput& li, double loss, bool sum_steps, sdpo::MetricSums& sums) const {
     auto d = (li.log_prob_a - li.old_log_prob_a) - (li.log_prob_b - li.old_log_prob_b);
     if (sum_steps) d = d.sum(1);
-    stats_.loss += loss;
-    stats_.abs_log_ratio_diff += (d.detach() / o_.eta).abs().mean().item<double>();
-    stats_.abs_advantage_diff += (li.advantage_a - li.advantage_b).abs().mean().item<double>();
-    ++stats_.terms;
+    sums.add("loss", loss);
+    sums.add("abs_log_ratio_diff", (d.detach() / o_.eta).abs().mean().item<double>());
+    sums.add("abs_advantage_diff", (li.advantage_a - li.advantage_b).abs().mean().item<double>());
+    sums.next_term();
   }
 
   // Per-step form (Eq. 7, 5.5): one backward per (mini-batch, step), mini-batches outer and steps
   // inner like DDPO (4.4); accumulation G_acc·T, so one optimizer step covers all T steps of G_acc
   // mini-batches and the gradient is the average of the per-step losses.
-  void update_per_step(const MiniBatch& mb, int64_t T, sdpo::UpdateContext& ctx) {
+  void update_per_step(const MiniBatch& mb, int64_t T, sdpo::UpdateContext& ctx, sdpo::MetricSums& sums) const {
     const int64_t accumulation = ctx.optimizer.options().gradient_accumulation * T;
     for (int64_t k = 0; k < T; ++k) {
       auto li = loss_input(mb, step_log_prob(mb, k, T, ctx), mb.old_log_probs.select(1, k));
-      auto loss = sdpo::rebel_per_step_loss(li);
-      const double lv = loss.item<double>();
-      check_finite(lv, ctx, "step " + std::to_string(k));
-      (loss / static_cast<double>(accumulation)).backward();
-      ctx.optimizer.micro_step(accumulation);
-      record(li, lv, false);
+      const double lv = sdpo::backward_micro_batch(
+          sdpo::rebel_per_step_loss(li), accumulation, ctx, "rebel", "step " + std::to_string(k));
+      record(li, lv, false, sums);
     }
   }
 
@@ -184,7 +157,7 @@ class RebelAlgorithm final : public sdpo::Algorithm {
   // gives the residual e; then each step's surrogate 2·e·c·Δρ(k) is backpropagated on its own, so only
   // one step's graph is alive. The gradients summed over k equal those of mean(e²) exactly. One
   // optimizer micro-step per mini-batch with accumulation G_acc (5.4: not multiplied by T).
-  void update_trajectory(const MiniBatch& mb, int64_t T, sdpo::UpdateContext& ctx) {
+  void update_trajectory(const MiniBatch& mb, int64_t T, sdpo::UpdateContext& ctx, sdpo::MetricSums& sums) const {
     const int64_t accumulation = ctx.optimizer.options().gradient_accumulation;
     at::Tensor lp_all;
     {
@@ -196,18 +169,18 @@ class RebelAlgorithm final : public sdpo::Algorithm {
     auto full = loss_input(mb, lp_all, mb.old_log_probs);
     auto residual = sdpo::rebel_trajectory_residual(full);  // (b,)
     const double lv = residual.pow(2).mean().item<double>();
-    check_finite(lv, ctx, "mini-batch of pairs starting at row " + std::to_string(mb.rows[0].item<int64_t>()));
+    sdpo::check_loss_finite(
+        lv, "rebel", ctx.epoch, "mini-batch of pairs starting at row " + std::to_string(mb.rows[0].item<int64_t>()));
     for (int64_t k = 0; k < T; ++k) {
       auto li = loss_input(mb, step_log_prob(mb, k, T, ctx), mb.old_log_probs.select(1, k));
       auto surrogate = sdpo::rebel_trajectory_step_surrogate(li, residual);
       (surrogate / static_cast<double>(accumulation)).backward();
     }
     ctx.optimizer.micro_step(accumulation);
-    record(full, lv, true);
+    record(full, lv, true, sums);
   }
 
   RebelOptions o_;
-  Stats stats_;
 };
 
 void register_plugin(sdpo::Registry& r) {

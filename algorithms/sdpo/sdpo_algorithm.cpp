@@ -7,7 +7,6 @@
 // ε = clip_range; G_acc = optimizer accumulation; num_train_timesteps = int(T·timestep_fraction).
 #include <ATen/ATen.h>
 
-#include <cmath>
 #include <string>
 #include <vector>
 
@@ -18,6 +17,7 @@
 #include "sdpo/plugin.h"
 #include "sdpo/rollout_ops.h"
 #include "sdpo/sampler.h"
+#include "sdpo/update_loop.h"
 #include "sdpo_loss.h"
 
 namespace {
@@ -86,12 +86,6 @@ struct SDPOOptions {
   }
 };
 
-// The micro-batch statistics of one epoch's update.
-struct UpdateTotals {
-  double loss = 0, clipfrac = 0, adv_clipfrac = 0;
-  int64_t micro = 0;
-};
-
 class SDPOAlgorithm final : public sdpo::Algorithm {
  public:
   explicit SDPOAlgorithm(const SDPOOptions& o) : o_(o) {}
@@ -106,75 +100,58 @@ class SDPOAlgorithm final : public sdpo::Algorithm {
   }
 
   sdpo::Metrics update(sdpo::RolloutBuffer& buf, sdpo::UpdateContext& ctx) override {
-    TORCH_CHECK(buf.paired && buf.advantages.defined(), "algorithm 'sdpo': needs a paired buffer with advantages");
+    if (!buf.paired || !buf.advantages.defined()) {
+      throw sdpo::Error("algorithm 'sdpo': needs a paired buffer with advantages");
+    }
     const int64_t pairs = buf.groups(), T = buf.num_steps;
     const int64_t batch = std::max<int64_t>(1, ctx.train_batch_size);
-    const int64_t trained = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(T) * o_.timestep_fraction));
+    const int64_t trained = sdpo::trained_steps(T, o_.timestep_fraction);
     const int64_t g_acc = std::max<int64_t>(1, ctx.optimizer.options().gradient_accumulation);
-    auto long_cpu = at::TensorOptions().dtype(at::kLong);
 
-    // 7.5 step 1: permute the pair axis (kept on for every update schedule, 9.5).
-    auto order = o_.shuffle_batch ? at::randperm(pairs, ctx.generator, long_cpu) : at::arange(pairs, long_cpu);
-    // 7.5 step 2: one independent permutation of the T steps per pair (shared by a and b);
-    // stepwise_ordered uses the identity, so position j is step j for every pair (9.5).
-    std::vector<at::Tensor> perms;
-    for (int64_t b = 0; b < pairs; ++b) {
-      perms.push_back(o_.shuffle_timestep ? at::randperm(T, ctx.generator, long_cpu) : at::arange(T, long_cpu));
-    }
-    auto perm = at::stack(perms);  // (pairs, T): perm[b][j] = k
+    // 7.5 step 1: permute the pair axis (kept on for every update schedule, 9.5). Step 2: one
+    // independent permutation of the T steps per pair (shared by a and b); stepwise_ordered uses
+    // the identity, so position j is step j for every pair (9.5).
+    const auto order = sdpo::draw_update_order(pairs, T, o_.shuffle_batch, o_.shuffle_timestep, ctx.generator);
 
     const auto weighting = o_.weighting == "reverse" ? sdpo::StepWeighting::kReverse : sdpo::StepWeighting::kForward;
     auto weights_all = sdpo::sdpo_step_weights(T, o_.lambda, weighting).to(at::kFloat);
 
-    UpdateTotals totals;
-    ctx.model.set_training(true);
+    sdpo::MetricSums sums;
     if (o_.update == kStepAccumulated) {
       // 9.5 step-accumulated (PROPOSAL): mini-batch-outer, position-inner, as DDPO (4.4); one
       // optimizer update per G_acc mini-batches x num_train_timesteps backwards.
       const int64_t accumulation = g_acc * trained;
       for (int64_t start = 0; start < pairs; start += batch) {
-        for (int64_t j = 0; j < trained; ++j) {
-          micro_batch(buf, ctx, order, perm, weights_all, start, j, accumulation, totals);
-        }
+        for (int64_t j = 0; j < trained; ++j) micro_batch(buf, ctx, order, weights_all, start, j, accumulation, sums);
       }
     } else {
       // 7.5: position-outer, mini-batch-inner loop; one backward per (j, mini-batch), an update
       // every G_acc mini-batches (accelerate's accumulation is not multiplied by T).
       for (int64_t j = 0; j < trained; ++j) {
-        for (int64_t start = 0; start < pairs; start += batch) {
-          micro_batch(buf, ctx, order, perm, weights_all, start, j, g_acc, totals);
-        }
+        for (int64_t start = 0; start < pairs; start += batch)
+          micro_batch(buf, ctx, order, weights_all, start, j, g_acc, sums);
       }
     }
-    ctx.optimizer.flush();
-    ctx.model.set_training(false);
-    const double m = static_cast<double>(std::max<int64_t>(totals.micro, 1));
-    return {
-        {"loss", totals.loss / m},
-        {"clipfrac", totals.clipfrac / m},
-        {"adv_clipfrac", totals.adv_clipfrac / m},
-        {"grad_norm", ctx.optimizer.last_grad_norm()},
-        {"updates", static_cast<double>(ctx.optimizer.updates())}};
+    return sums.means();
   }
 
  private:
-  // One backward: the pairs order[start, start + B_t) at their position j (7.4), the loss divided
-  // by `accumulation` (accelerate's averaging over the accumulated micro-batches).
+  // One backward: the pairs order.rows[start, start + B_t) at their position j (7.4), the loss
+  // divided by `accumulation` (accelerate's averaging over the accumulated micro-batches).
   void micro_batch(
       sdpo::RolloutBuffer& buf,
       sdpo::UpdateContext& ctx,
-      const at::Tensor& order,
-      const at::Tensor& perm,
+      const sdpo::UpdateOrder& order,
       const at::Tensor& weights_all,
       int64_t start,
       int64_t j,
       int64_t accumulation,
-      UpdateTotals& totals) const {
+      sdpo::MetricSums& sums) const {
     const int64_t pairs = buf.groups();
     const int64_t end = std::min(pairs, start + std::max<int64_t>(1, ctx.train_batch_size));
-    auto pair_idx = order.slice(0, start, end);            // (b,)
-    auto k = perm.index_select(0, pair_idx).select(1, j);  // (b,) trained step per pair
-    auto rows = at::cat({pair_idx, pair_idx + pairs});     // a rows then b rows
+    auto pair_idx = order.rows.slice(0, start, end);              // (b,)
+    auto k = order.steps.index_select(0, pair_idx).select(1, j);  // (b,) trained step per pair
+    auto rows = at::cat({pair_idx, pair_idx + pairs});            // a rows then b rows
     auto kk = at::cat({k, k});
     // One batched forward for both members of every pair.
     auto lp = sdpo::rollout_log_prob(ctx.model, ctx.sampler, buf, rows, kk);
@@ -193,18 +170,10 @@ class SDPOAlgorithm final : public sdpo::Algorithm {
     li.clip_range = o_.clip_range;
     li.adv_clip_max = o_.adv_clip_max;
     auto res = sdpo::sdpo_loss(li);
-    const double lv = res.loss.item<double>();
-    if (!std::isfinite(lv)) {
-      throw sdpo::NumericError(
-          "algorithm 'sdpo': the loss is " + std::to_string(lv) + " at epoch " + std::to_string(ctx.epoch) +
-          ", position " + std::to_string(j));
-    }
-    (res.loss / static_cast<double>(accumulation)).backward();
-    ctx.optimizer.micro_step(accumulation);
-    totals.loss += lv;
-    totals.clipfrac += res.clipfrac;
-    totals.adv_clipfrac += res.adv_clipfrac;
-    ++totals.micro;
+    sums.add("loss", sdpo::backward_micro_batch(res.loss, accumulation, ctx, "sdpo", "position " + std::to_string(j)));
+    sums.add("clipfrac", res.clipfrac);
+    sums.add("adv_clipfrac", res.adv_clipfrac);
+    sums.next_term();
   }
 
   SDPOOptions o_;

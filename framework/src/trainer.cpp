@@ -42,6 +42,7 @@
 #include "sdpo/sampling.h"
 #include "sdpo/text_encoder.h"
 #include "sdpo/threads.h"
+#include "sdpo/update_loop.h"
 
 namespace sdpo {
 namespace fs = std::filesystem;
@@ -419,7 +420,7 @@ struct Trainer::Impl {
     // constructor's gradient hook).
     UpdateContext ctx{*c.model,       *c.sampler, *optimizer, gen, counters.epoch + 1, m.train.train_batch_size,
                       reference.get()};
-    return timed(times.update, device, [&] { return c.algorithm->update(buf, ctx); });
+    return timed(times.update, device, [&] { return run_update_phase(*c.algorithm, buf, ctx); });
   }
 
   void train_epoch() {

@@ -54,8 +54,13 @@ class SDPO_API Algorithm {
 
   virtual RolloutSpec spec() const = 0;
 
-  /// Performs this epoch's updates from `buffer` (advantages filled). Returns metrics such as
-  /// loss and clip fractions. Throws sdpo::NumericError on a non-finite loss.
+  /// Performs this epoch's updates from `buffer` (advantages filled): the backwards and the
+  /// optimizer's micro-steps (update_loop.h has the shared pieces). Returns the update's own
+  /// metrics, e.g. the mean micro-batch loss and clip fractions, each logged under
+  /// /curves/train/<name>. It is called through run_update_phase (update_loop.h), which sets the
+  /// model's training mode around it, flushes the optimizer after it and adds `grad_norm` and
+  /// `updates`: update() does none of those. Throws sdpo::NumericError on a non-finite loss and
+  /// sdpo::Error on a buffer it cannot train on.
   virtual Metrics update(RolloutBuffer& buffer, UpdateContext& ctx) = 0;
 };
 

@@ -13,6 +13,7 @@
 #include "sdpo/optimizer.h"
 #include "sdpo/registry.h"
 #include "sdpo/sampler.h"
+#include "sdpo/update_loop.h"
 #include "support/component_config.h"
 #include "support/test_support.h"
 #include "support/transition_bias_model.h"
@@ -51,7 +52,7 @@ Update run(
   oo.gradient_accumulation = g_acc;
   sdpo::Optimizer optimizer(model.trainable_parameters(), oo);
   sdpo::UpdateContext ctx{model, *sampler, optimizer, gen, 1, batch, nullptr};
-  const auto metrics = algorithm->update(buf, ctx);
+  const auto metrics = sdpo::run_update_phase(*algorithm, buf, ctx);
   Update u;
   u.updates = optimizer.updates();
   EXPECT_EQ(metrics.at("updates"), static_cast<double>(u.updates));

@@ -18,6 +18,7 @@
 #include "sdpo/registry.h"
 #include "sdpo/rollout_ops.h"
 #include "sdpo/sampler.h"
+#include "sdpo/update_loop.h"
 #include "support/component_config.h"
 #include "support/test_support.h"
 #include "support/transition_bias_model.h"
@@ -76,7 +77,7 @@ at::Tensor log_prob_change(const Case& c) {
   oo.learning_rate = 1e-3;
   sdpo::Optimizer optimizer(model.trainable_parameters(), oo);
   sdpo::UpdateContext ctx{model, *sampler, optimizer, gen, 1, 2, &reference};
-  algorithm->update(buf, ctx);
+  sdpo::run_update_phase(*algorithm, buf, ctx);
   EXPECT_GT(optimizer.updates(), 0) << label(c);
   return transition_log_probs(model, *sampler, buf) - before;
 }

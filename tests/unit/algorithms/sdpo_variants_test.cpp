@@ -18,6 +18,7 @@
 #include "sdpo/rollout.h"
 #include "sdpo/sampler.h"
 #include "sdpo/sampling.h"
+#include "sdpo/update_loop.h"
 #include "support/component_config.h"
 #include "support/test_support.h"
 
@@ -95,7 +96,7 @@ Schedule run_update(
   oo.learning_rate = learning_rate;
   sdpo::Optimizer optimizer(model.trainable_parameters(), oo);
   sdpo::UpdateContext ctx{model, *sampler, optimizer, gen, 1, batch, nullptr};
-  auto metrics = algorithm.update(buf, ctx);
+  auto metrics = sdpo::run_update_phase(algorithm, buf, ctx);
 
   const auto ts = sampler->timesteps(T);
   std::map<std::int64_t, std::int64_t> step_of;
