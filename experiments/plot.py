@@ -3,6 +3,7 @@
 
     /usr/bin/python3 experiments/plot.py experiments/toy/fig3_learning_curves.json [--runs DIR] [--out DIR]
         [--results FILE.csv]
+    /usr/bin/python3 experiments/plot.py --all experiments/toy [--results-dir experiments/results]
 
 Reads the experiment manifest's "plots" list, the experiment's index.json (runs, their settings
 and folders) and each run's run.h5 (schema version 1, DESIGN.md section 6), and writes one PNG per
@@ -13,6 +14,11 @@ folder). Needs only h5py, numpy and matplotlib (Debian: python3-h5py, python3-ma
 variant, seed, reward, learning_rate, epochs, samples (training images), then the final evaluation's
 reward_mean and reward_std at every evaluated step count (steps_<n>_mean, steps_<n>_std), all
 read from the run file (its resolved manifest attribute and curves).
+
+--all DIR redraws every figure and table in one call: each experiment manifest in DIR (*.json
+with "plots") whose runs folder has an index.json with a complete run gets its plots (in its runs
+folder) and its results CSV (RESULTS_DIR/<manifest file name>.csv, default experiments/results);
+manifests without runs are listed as skipped.
 
 Plot specs (each an object in "plots"):
 
@@ -254,39 +260,88 @@ def plot_sweep(spec, groups, out_dir):
     return save_figure(fig, axes, spec, out_dir)
 
 
+def draw_experiment(path, runs=None, out=None, results=None):
+    """Draws one experiment's plots and writes its results CSV; returns the paths written."""
+    manifest = load_json(path)
+    plots = manifest.get("plots")
+    if not plots and not results:
+        raise PlotError(f"{path}: no 'plots' list")
+    name = manifest.get("name") or os.path.splitext(os.path.basename(path))[0]
+    runs_dir = runs or manifest.get("output", {}).get("dir") or os.path.join("runs", name)
+    out_dir = out or runs_dir
+    index = load_json(os.path.join(runs_dir, "index.json"))
+    records = index["runs"] if isinstance(index, dict) else index
+    complete = [r for r in records if r.get("state") == "complete"]
+    if not complete:
+        raise PlotError(f"{runs_dir}/index.json: no complete run to plot")
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    if results:
+        written.append(write_results(results, complete, runs_dir))
+    for i, spec in enumerate(plots or []):
+        if "file" not in spec or spec.get("kind") not in ("curves", "table", "sweep"):
+            raise PlotError(f"{path}: plots[{i}]: needs 'kind' (curves, table or sweep) and 'file'")
+        groups = {}
+        for r in complete:
+            run_file = os.path.join(runs_dir, r.get("folder", r["name"]), "run.h5")
+            groups.setdefault(group_value(r, spec.get("group", "variant")), []).append(RunCurves(run_file))
+        draw = {"curves": plot_curves, "table": plot_table, "sweep": plot_sweep}[spec["kind"]]
+        written.append(draw(spec, groups, out_dir))
+    return written
+
+
+def draw_all(folder, results_dir):
+    """--all: every experiment manifest of `folder` that has runs; returns (drawn, skipped)."""
+    drawn, skipped = [], []
+    for f in sorted(os.listdir(folder)):
+        path = os.path.join(folder, f)
+        if not f.endswith(".json"):
+            continue
+        manifest = load_json(path)
+        if not isinstance(manifest, dict) or not manifest.get("plots"):
+            continue  # a run manifest, or an experiment without figures
+        name = manifest.get("name") or os.path.splitext(f)[0]
+        runs_dir = manifest.get("output", {}).get("dir") or os.path.join("runs", name)
+        if not os.path.exists(os.path.join(runs_dir, "index.json")):
+            skipped.append((path, f"no {runs_dir}/index.json"))
+            continue
+        csv_path = os.path.join(results_dir, os.path.splitext(f)[0] + ".csv")
+        try:
+            drawn.append((path, draw_experiment(path, results=csv_path)))
+        except PlotError as e:
+            skipped.append((path, str(e)))
+    return drawn, skipped
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("experiment", help="experiment manifest (JSON) with a 'plots' list")
+    p.add_argument("experiment", nargs="?", help="experiment manifest (JSON) with a 'plots' list")
     p.add_argument("--runs", help="the experiment's output folder (default: its output.dir or runs/<name>)")
     p.add_argument("--out", help="where to write the figures (default: the runs folder)")
     p.add_argument("--results", help="also write one CSV row per complete run to this file")
+    p.add_argument("--all", metavar="DIR", help="every experiment manifest in DIR that has runs (see above)")
+    p.add_argument("--results-dir", default=os.path.join("experiments", "results"),
+                   help="--all: where the results CSVs go (default experiments/results)")
     args = p.parse_args(argv)
     try:
-        manifest = load_json(args.experiment)
-        plots = manifest.get("plots")
-        if not plots and not args.results:
-            raise PlotError(f"{args.experiment}: no 'plots' list")
-        name = manifest.get("name") or os.path.splitext(os.path.basename(args.experiment))[0]
-        runs_dir = args.runs or manifest.get("output", {}).get("dir") or os.path.join("runs", name)
-        out_dir = args.out or runs_dir
-        os.makedirs(out_dir, exist_ok=True)
-        index = load_json(os.path.join(runs_dir, "index.json"))
-        records = index["runs"] if isinstance(index, dict) else index
-        complete = [r for r in records if r.get("state") == "complete"]
-        if not complete:
-            raise PlotError(f"{runs_dir}/index.json: no complete run to plot")
-        if args.results:
-            print(f"wrote {write_results(args.results, complete, runs_dir)}")
-        for i, spec in enumerate(plots or []):
-            if "file" not in spec or spec.get("kind") not in ("curves", "table", "sweep"):
-                raise PlotError(f"{args.experiment}: plots[{i}]: needs 'kind' (curves, table or sweep) and 'file'")
-            groups = {}
-            for r in complete:
-                run_file = os.path.join(runs_dir, r.get("folder", r["name"]), "run.h5")
-                groups.setdefault(group_value(r, spec.get("group", "variant")), []).append(RunCurves(run_file))
-            draw = {"curves": plot_curves, "table": plot_table, "sweep": plot_sweep}[spec["kind"]]
-            path = draw(spec, groups, out_dir)
-            print(f"wrote {path}")
+        if args.all:
+            if args.experiment or args.runs or args.out or args.results:
+                raise PlotError("--all takes a folder of manifests and --results-dir only")
+            os.makedirs(args.results_dir, exist_ok=True)
+            drawn, skipped = draw_all(args.all, args.results_dir)
+            for path, written in drawn:
+                for w in written:
+                    print(f"{path}: wrote {w}")
+            for path, why in skipped:
+                print(f"{path}: skipped ({why})")
+            print(f"plot.py --all {args.all}: {len(drawn)} experiments drawn, {len(skipped)} skipped")
+            if not drawn:
+                raise PlotError(f"{args.all}: no experiment manifest with runs")
+            return
+        if not args.experiment:
+            raise PlotError("give an experiment manifest, or --all DIR")
+        for w in draw_experiment(args.experiment, args.runs, args.out, args.results):
+            print(f"wrote {w}")
     except PlotError as e:
         sys.exit(f"plot.py: {e}")
 

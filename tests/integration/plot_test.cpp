@@ -96,6 +96,26 @@ TEST(PlotScript, WritesTheFigureAndTheTableOfAMicroExperiment) {
     EXPECT_NE(text.find(row), std::string::npos) << row << " not in:\n" << text;
   }
 
+  // --all over a folder: this experiment is drawn again with the same results CSV; a run manifest
+  // beside it is not an experiment (passed over), an experiment without runs is listed as skipped.
+  fs::create_directories(dir + "/manifests");
+  fs::copy_file(file, dir + "/manifests/micro_plot.json");
+  boost::json::object unrun = experiment;
+  unrun["output"] = boost::json::object{{"dir", dir + "/never_ran"}};
+  std::ofstream(dir + "/manifests/unrun.json") << boost::json::serialize(unrun);
+  std::ofstream(dir + "/manifests/run.json") << boost::json::serialize(base);
+  const std::string all = "/usr/bin/python3 " + std::string(SDPO_SOURCE_DIR) + "/experiments/plot.py --all " + dir +
+                          "/manifests --results-dir " + dir + "/all > " + dir + "/all.log 2>&1";
+  ASSERT_EQ(std::system(all.c_str()), 0) << std::ifstream(dir + "/all.log").rdbuf();
+  std::ifstream all_log(dir + "/all.log");
+  const std::string all_text((std::istreambuf_iterator<char>(all_log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(all_text.find("unrun.json: skipped (no " + dir + "/never_ran/index.json)"), std::string::npos) << all_text;
+  EXPECT_NE(all_text.find("1 experiments drawn, 1 skipped"), std::string::npos) << all_text;
+  std::ifstream again(dir + "/all/micro_plot.csv"), first(dir + "/results/micro.csv");
+  EXPECT_EQ(
+      std::string((std::istreambuf_iterator<char>(again)), std::istreambuf_iterator<char>()),
+      std::string((std::istreambuf_iterator<char>(first)), std::istreambuf_iterator<char>()));
+
   // A plot of a curve no run logged is refused with the file and the curve named.
   experiment["plots"] = boost::json::array{boost::json::object{
       {"kind", "curves"},
