@@ -4,8 +4,8 @@
 #include <benchmark/benchmark.h>
 
 #include "benchmarks/bench_registry.h"
-#include "sdpo/plugin.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/core/registry.h"
 
 int main(int argc, char** argv) {
   sdpo::PluginLoader(sdpo::Registry::global()).load_default();

@@ -1,4 +1,4 @@
-// The pure DDIM step with its Gaussian log-prob (sdpo/ddim.h), at the toy world's latent size
+// The pure DDIM step with its Gaussian log-prob (sdpo/math/ddim.h), at the toy world's latent size
 // (3x32x32, batch 32: one quickstart sampling batch) and SD's (4x64x64, batch 8), on the CPU.
 //   sample:  prev_sample drawn (what sampling does at every step)
 //   logprob: prev_sample given (what every algorithm's update recomputes)
@@ -6,7 +6,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <benchmark/benchmark.h>
 
-#include "sdpo/ddim.h"
+#include "sdpo/math/ddim.h"
 
 namespace {
 

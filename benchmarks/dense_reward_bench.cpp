@@ -7,9 +7,9 @@
 #include <string>
 
 #include "benchmarks/bench_registry.h"
-#include "sdpo/dense_reward.h"
-#include "sdpo/json.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/dense_reward.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
 
 namespace sdpo::bench {
 namespace {

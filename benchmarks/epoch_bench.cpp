@@ -3,13 +3,13 @@
 // epoch, then the timed one), against a bare libtorch loop doing the same model forwards and
 // backwards on the same inputs, in this same process. The iteration time is the epoch's
 // (manual time; building the trainer and the bare loop are not in it); the counters are the
-// ratios of sdpo/bench.h, averaged over the iterations.
+// ratios of sdpo/commands/bench.h, averaged over the iterations.
 #include <benchmark/benchmark.h>
 
 #include <string>
 
-#include "sdpo/bench.h"
-#include "sdpo/manifest.h"
+#include "sdpo/commands/bench.h"
+#include "sdpo/train/manifest.h"
 
 namespace {
 

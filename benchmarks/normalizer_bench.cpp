@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/json.h"
-#include "sdpo/normalizer.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/normalizer.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
 
 namespace {
 

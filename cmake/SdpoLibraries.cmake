@@ -12,7 +12,7 @@
 #   The library sdpo_models_<name> of models/<name>/: headers in include/sdpo/models/<name>/,
 #   included by that path (`#include "sdpo/models/<name>/<file>.h"`), sources in src/.
 #
-# Used only inside the framework's build: out-of-tree plugins link sdpo::framework
+# Used only inside the framework's build: out-of-tree plugins link sdpo::sdk
 # (docs/writing-a-plugin.md).
 function(sdpo_add_static_library target)
   cmake_parse_arguments(ARG "" "INCLUDE" "SOURCES;LIBRARIES" ${ARGN})
@@ -27,7 +27,7 @@ function(sdpo_add_static_library target)
   if(ARG_INCLUDE)
     target_include_directories(${target} PUBLIC ${ARG_INCLUDE})
   endif()
-  target_link_libraries(${target} PUBLIC sdpo::framework ${ARG_LIBRARIES} PRIVATE sdpo_warnings)
+  target_link_libraries(${target} PUBLIC sdpo::sdk ${ARG_LIBRARIES} PRIVATE sdpo_warnings)
   set_target_properties(${target} PROPERTIES
     POSITION_INDEPENDENT_CODE ON
     CXX_VISIBILITY_PRESET hidden

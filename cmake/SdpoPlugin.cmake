@@ -10,7 +10,7 @@
 # each plugin pays the libtorch header cost once.
 #
 # The same file serves the framework's build (included by the top-level CMakeLists.txt) and
-# out-of-tree plugins (included by the installed sdpoConfig.cmake, after sdpo::framework exists).
+# out-of-tree plugins (included by the installed sdpoConfig.cmake, after sdpo::sdk exists).
 function(sdpo_add_plugin name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBRARIES" ${ARGN})
   if(NOT ARG_SOURCES)
@@ -22,7 +22,7 @@ function(sdpo_add_plugin name)
   endif()
   set(target plugin_${name})
   add_library(${target} MODULE ${ARG_SOURCES})
-  target_link_libraries(${target} PRIVATE sdpo::framework ${ARG_LIBRARIES})
+  target_link_libraries(${target} PRIVATE sdpo::sdk ${ARG_LIBRARIES})
   set_target_properties(${target} PROPERTIES
     PREFIX ""
     OUTPUT_NAME "sdpo_${name}"
@@ -31,11 +31,11 @@ function(sdpo_add_plugin name)
     UNITY_BUILD ON)
   # The run path is the same in the build folder and once installed (no rewrite at install time,
   # which would leave CMake's padding, an empty entry that means the working directory, in the
-  # build tree): libsdpo.so two folders up from <prefix>/lib/sdpo/plugins, and every library
-  # linked from outside the project (the installed libsdpo.so for an out-of-tree plugin, a CUDA
+  # build tree): libsdpo_sdk.so two folders up from <prefix>/lib/sdpo/plugins, and every library
+  # linked from outside the project (the installed libsdpo_sdk.so for an out-of-tree plugin, a CUDA
   # libtorch, HDF5's folder) where it was linked from.
   set(rpath "$ORIGIN/../..")
-  if(TARGET sdpo_framework)  # the framework's own build: build/plugins next to build/lib
+  if(TARGET sdpo_sdk)  # the framework's own build: build/plugins next to build/lib
     file(RELATIVE_PATH to_lib ${SDPO_PLUGIN_DIR} ${CMAKE_LIBRARY_OUTPUT_DIRECTORY})
     list(PREPEND rpath "$ORIGIN/${to_lib}")
     target_link_libraries(${target} PRIVATE sdpo_warnings)

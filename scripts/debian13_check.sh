@@ -4,7 +4,7 @@
 # PyTorch is a libtorch 2.x, so the code's libtorch-2 branches (c10d's Backend, the TCPStore's
 # libuv default, scaled_dot_product_attention) are checked here, on the CPU, before a GPU is at hand.
 #
-# Then, unless --no-nccl, the NCCL path of framework/src/distributed.cpp (compiled only against a
+# Then, unless --no-nccl, the NCCL path of framework/distributed/src/distributed.cpp (compiled only against a
 # CUDA libtorch) is compiled against Debian 13's CUDA libtorch 2.6 headers (contrib), NCCL's and
 # CUDA's (non-free), and every c10/c10d/torch/at symbol the object needs is looked up in that
 # libtorch's libraries. Nothing CUDA runs: there is no GPU here.
@@ -99,8 +99,8 @@ EOF
   in_root '
     inc=/opt/cuda/usr/include
     c++ -std=gnu++17 -O1 -D_GLIBCXX_USE_CXX11_ABI=1 -DUSE_DISTRIBUTED -DUSE_C10D_GLOO -DUSE_C10D_NCCL \
-        -DSDPO_HAVE_NCCL -DUSE_CUDA -I/src/framework/include -isystem $inc -isystem $inc/torch/csrc/api/include \
-        -c /src/framework/src/distributed.cpp -o /tmp/distributed_nccl.o
+        -DSDPO_HAVE_NCCL -DUSE_CUDA -I/src/framework/core/include -I/src/framework/distributed/include -isystem $inc -isystem $inc/torch/csrc/api/include \
+        -c /src/framework/distributed/src/distributed.cpp -o /tmp/distributed_nccl.o
     nm -C /tmp/distributed_nccl.o | grep -q "ProcessGroupNCCL::ProcessGroupNCCL" ||
       { echo "debian13_check: the object does not construct a ProcessGroupNCCL (SDPO_HAVE_NCCL ignored?)"; exit 1; }
     lib=/opt/cuda/usr/lib/x86_64-linux-gnu

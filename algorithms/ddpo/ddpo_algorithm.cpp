@@ -8,14 +8,14 @@
 #include <ATen/ATen.h>
 
 #include "ddpo_loss.h"
-#include "sdpo/algorithm.h"
-#include "sdpo/error.h"
-#include "sdpo/model.h"
-#include "sdpo/optimizer.h"
-#include "sdpo/plugin.h"
-#include "sdpo/rollout_ops.h"
-#include "sdpo/sampler.h"
-#include "sdpo/update_loop.h"
+#include "sdpo/core/algorithm.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/optimizer.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/core/rollout_ops.h"
+#include "sdpo/core/sampler.h"
+#include "sdpo/core/update_loop.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 // The head is five Linear layers with no nonlinearity in between (the original's ReLUs are
 // commented out; its dropouts are inactive at evaluation), i.e. one affine map 768 -> 1.
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
@@ -18,17 +18,17 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/clip/clip_image.h"
 #include "sdpo/models/clip/clip_text_model.h"
 #include "sdpo/models/clip/clip_vision_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/layers.h"
 #include "sdpo/models/nn/weight_dtype.h"
-#include "sdpo/module_state.h"
-#include "sdpo/reward.h"
-#include "sdpo/safetensors.h"
 
 namespace sdpo::aesthetic {
 namespace {

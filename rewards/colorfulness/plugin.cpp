@@ -8,14 +8,14 @@
 // 15 slightly, 33 moderately, 45 averagely, 59 quite, 82 highly, 109 extremely colorful).
 // The reward is scale * M: scale 1 (default) keeps those units.
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 
 #include <memory>
 
-#include "sdpo/error.h"
-#include "sdpo/reward.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/reward.h"
 
 namespace {
 

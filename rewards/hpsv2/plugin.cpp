@@ -8,7 +8,7 @@
 // The open_clip state dict is loaded into the shared CLIPModel through the key mapping of
 // sdpo/models/clip/open_clip.h.
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -19,16 +19,16 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/clip/clip_model.h"
 #include "sdpo/models/clip/open_clip.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/weight_dtype.h"
 #include "sdpo/models/tokenizers/clip_tokenizer.h"
-#include "sdpo/module_state.h"
-#include "sdpo/reward.h"
-#include "sdpo/safetensors.h"
 
 namespace sdpo::hpsv2 {
 namespace {

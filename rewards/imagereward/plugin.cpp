@@ -6,7 +6,7 @@
 //   score  = raw                                        scale "raw" (default): SDPO's scorer
 //          = (raw - 0.16717...) / 1.03333...            scale "standardized": ImageReward.score()
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -18,15 +18,15 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/blip/blip_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/weight_dtype.h"
 #include "sdpo/models/tokenizers/wordpiece.h"
-#include "sdpo/module_state.h"
-#include "sdpo/reward.h"
-#include "sdpo/safetensors.h"
 
 namespace sdpo::imagereward {
 namespace {

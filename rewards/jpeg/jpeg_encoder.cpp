@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 
 namespace sdpo::jpeg {
 namespace {

@@ -3,14 +3,14 @@
 // quality-95 JPEG; compressibility is its negative. Images are quantized as DDPO does,
 // round(x * 255) clamped to 0..255, and encoded as 8-bit RGB.
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 
 #include <memory>
 
 #include "jpeg_encoder.h"
-#include "sdpo/reward.h"
+#include "sdpo/core/reward.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 //   score  = cosine(img, txt)                                 scale "cosine" (SDPO's scorer)
 //          = exp(logit_scale) * cosine(img, txt)              scale "logit"  (the official PickScore)
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -17,16 +17,16 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/clip/clip_model.h"
 #include "sdpo/models/clip/clip_text_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/weight_dtype.h"
 #include "sdpo/models/tokenizers/clip_tokenizer.h"
-#include "sdpo/module_state.h"
-#include "sdpo/reward.h"
-#include "sdpo/safetensors.h"
 
 namespace sdpo::pickscore {
 namespace {

@@ -8,7 +8,7 @@
 // retried once on a freshly started server; a bad answer or a reported error is not (the same
 // request would get the same answer).
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 
@@ -19,8 +19,8 @@
 #include <sstream>
 
 #include "protocol.h"
-#include "sdpo/error.h"
-#include "sdpo/reward.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/reward.h"
 #include "subprocess.h"
 
 namespace {

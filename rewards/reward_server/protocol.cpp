@@ -7,7 +7,7 @@
 #include <cmath>
 #include <optional>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 
 namespace sdpo::reward_server {
 namespace json = boost::json;

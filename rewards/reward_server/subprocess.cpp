@@ -17,7 +17,7 @@
 #include <thread>
 #include <utility>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 
 extern char** environ;
 

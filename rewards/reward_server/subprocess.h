@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 
 namespace sdpo::reward_server {
 

@@ -3,7 +3,7 @@
 // README.md). score = mean over the prompt's attributes of the classifier's probability of the
 // prompt's value, in [0, 1].
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -15,12 +15,12 @@
 #include <mutex>
 #include <sstream>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/prompts.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/toy/shape_classifier.h"
 #include "sdpo/models/toy/world.h"
-#include "sdpo/prompts.h"
-#include "sdpo/reward.h"
-#include "sdpo/safetensors.h"
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include <cmath>
 #include <functional>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 
 namespace sdpo::toy_geneval {
 namespace {

@@ -5,7 +5,7 @@
 // per-image correctness (1 if every requirement holds, else 0; the evaluation number); `soft`
 // (the default, for training) the mean of the requirements' smooth scores, in [0, 1].
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 
@@ -14,9 +14,9 @@
 
 #include "detector.h"
 #include "geneval.h"
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/reward.h"
 #include "sdpo/models/toy/world.h"
-#include "sdpo/reward.h"
 
 namespace {
 

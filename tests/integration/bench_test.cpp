@@ -2,7 +2,7 @@
 // backwards exactly and its replay (the bare loop of `sdpo bench`) makes the same calls; the
 // trainer logs device_seconds, devices and the phase times per epoch; `sdpo bench` prints every
 // phase and both overhead ratios. No test here compares one time with another.
-#include "sdpo/bench.h"
+#include "sdpo/commands/bench.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -14,12 +14,12 @@
 #include <memory>
 #include <numeric>
 
-#include "sdpo/clocks.h"
-#include "sdpo/counting_model.h"
-#include "sdpo/manifest.h"
-#include "sdpo/model.h"
-#include "sdpo/run_file.h"
-#include "sdpo/trainer.h"
+#include "sdpo/commands/counting_model.h"
+#include "sdpo/core/model.h"
+#include "sdpo/train/clocks.h"
+#include "sdpo/train/manifest.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

@@ -3,7 +3,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "sdpo/run_file.h"
+#include "sdpo/train/run_file.h"
 #include "support/test_support.h"
 
 namespace {

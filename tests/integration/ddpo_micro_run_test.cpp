@@ -7,8 +7,8 @@
 #include <cmath>
 #include <filesystem>
 
-#include "sdpo/run_file.h"
-#include "sdpo/trainer.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

@@ -7,10 +7,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "sdpo/dense_reward_analysis_driver.h"
-#include "sdpo/manifest.h"
-#include "sdpo/registry.h"
-#include "sdpo/run_file.h"
+#include "sdpo/commands/dense_reward_analysis_driver.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/train/manifest.h"
+#include "sdpo/train/run_file.h"
 #include "support/test_support.h"
 
 namespace {

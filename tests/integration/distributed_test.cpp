@@ -1,4 +1,4 @@
-// Data parallel through c10d (sdpo/distributed.h, docs/distributed.md) on the CPU with Gloo:
+// Data parallel through c10d (sdpo/distributed/distributed.h, docs/distributed.md) on the CPU with Gloo:
 //   - the collectives of the wrapper, two ranks in two threads of this process;
 //   - `sdpo launch --nproc 2`: after one epoch the trainable weights (and the normalizer state) equal
 //     those of one process that trained on the union of both ranks' samples (TrainerOptions::
@@ -7,7 +7,7 @@
 //   - a resumed two-rank run matches an unbroken one exactly;
 //   - a rank that dies makes the other stop with an error naming it, and the launch fail;
 //   - a rank that never starts is named by the others' rendezvous after the timeout.
-#include "sdpo/distributed.h"
+#include "sdpo/distributed/distributed.h"
 
 #include <ATen/ATen.h>
 #include <sys/wait.h>
@@ -21,12 +21,12 @@
 #include <memory>
 #include <thread>
 
-#include "sdpo/error.h"
-#include "sdpo/launch.h"
-#include "sdpo/run_file.h"
-#include "sdpo/run_folder.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/distributed/launch.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/run_folder.h"
+#include "sdpo/train/trainer.h"
 #include "support/run_compare.h"
 #include "support/test_support.h"
 

@@ -2,7 +2,7 @@
 // and unique folder names), manifest errors, skipping complete runs, exact resume of an
 // interrupted run through the runner, --dry-run, a failing run marked failed while the others
 // complete, --only, and index.json.
-#include "sdpo/experiment.h"
+#include "sdpo/commands/experiment.h"
 
 #include <sys/wait.h>
 
@@ -15,11 +15,11 @@
 #include <set>
 #include <sstream>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/run_file.h"
-#include "sdpo/run_folder.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/run_folder.h"
+#include "sdpo/train/trainer.h"
 #include "support/run_compare.h"
 #include "support/test_support.h"
 

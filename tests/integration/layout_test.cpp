@@ -143,9 +143,79 @@ TEST(Layout, TheCheckSeesAForeignInclude) {
   fs::create_directories(dir / "b");
   std::ofstream(dir / "b" / "shared.h") << "\n";
   std::ofstream(dir / "a" / "own.h") << "\n";
-  std::ofstream(dir / "a" / "x.cpp") << "#include \"own.h\"\n#include \"sdpo/error.h\"\n#include \"../b/shared.h\"\n";
+  std::ofstream(dir / "a" / "x.cpp")
+      << "#include \"own.h\"\n#include \"sdpo/core/error.h\"\n#include \"../b/shared.h\"\n";
   const auto bad = foreign_includes(dir / "a");
   ASSERT_EQ(bad.size(), 1u) << join(bad);
   EXPECT_NE(bad[0].find(":3: \"../b/shared.h\""), std::string::npos) << bad[0];
   fs::remove_all(dir);
+}
+
+namespace {
+
+// The framework's folders in layer order (framework/CMakeLists.txt): each may include the headers
+// of its own folder and of the folders before it. core and math are the SDK that plugins link.
+const std::vector<std::string> kFrameworkLayers{"core", "math", "distributed", "train", "commands"};
+const std::set<std::string> kSdkLayers{"core", "math"};
+
+// The framework folder an include names ("sdpo/train/trainer.h" -> "train"), or "" if none.
+std::string framework_layer(const std::string& inc) {
+  for (const std::string& layer : kFrameworkLayers) {
+    if (inc.rfind("sdpo/" + layer + "/", 0) == 0) return layer;
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Layout, FrameworkFoldersAreIncludedByTheirName) {
+  // framework/ holds exactly the layer folders, and framework/<layer>/include exactly sdpo/<layer>/.
+  std::set<std::string> found;
+  for (const fs::path& dir : subfolders(kRoot / "framework")) found.insert(dir.filename().string());
+  EXPECT_EQ(found, std::set<std::string>(kFrameworkLayers.begin(), kFrameworkLayers.end()));
+  for (const std::string& layer : kFrameworkLayers) {
+    const fs::path inc = kRoot / "framework" / layer / "include";
+    ASSERT_TRUE(fs::is_directory(inc)) << inc;
+    for (const auto& e : fs::recursive_directory_iterator(inc)) {
+      if (!e.is_regular_file()) continue;
+      const std::string rel = e.path().lexically_relative(inc).string();
+      EXPECT_EQ(rel.rfind("sdpo/" + layer + "/", 0), 0u) << e.path() << ": expected under include/sdpo/" << layer;
+    }
+  }
+}
+
+TEST(Layout, FrameworkLayersIncludeOnlyLowerLayers) {
+  std::vector<std::string> bad;
+  for (size_t i = 0; i < kFrameworkLayers.size(); ++i) {
+    const std::set<std::string> allowed_layers(kFrameworkLayers.begin(), kFrameworkLayers.begin() + i + 1);
+    for (const auto& e : fs::recursive_directory_iterator(kRoot / "framework" / kFrameworkLayers[i])) {
+      if (!e.is_regular_file() || !is_source(e.path())) continue;
+      for (const auto& [line, inc] : quoted_includes(e.path())) {
+        const std::string layer = framework_layer(inc);
+        if (!layer.empty() && !allowed_layers.count(layer)) {
+          bad.push_back(e.path().lexically_relative(kRoot).string() + ":" + std::to_string(line) + ": \"" + inc + "\"");
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(bad.empty()) << bad.size() << " includes reach a later layer:\n" << join(bad);
+}
+
+TEST(Layout, ComponentsIncludeOnlyTheSdk) {
+  // Plugins, algorithms, rewards and model libraries see the SDK alone (the build enforces it
+  // through the include roots; this names the line). A reward's standalone tool, an executable
+  // linked with the host (rewards/toy_geneval/tool.cpp), is the exception.
+  std::vector<std::string> bad;
+  for (const fs::path& folder : component_folders()) {
+    for (const auto& e : fs::recursive_directory_iterator(folder)) {
+      if (!e.is_regular_file() || !is_source(e.path()) || e.path().filename() == "tool.cpp") continue;
+      for (const auto& [line, inc] : quoted_includes(e.path())) {
+        const std::string layer = framework_layer(inc);
+        if (!layer.empty() && !kSdkLayers.count(layer)) {
+          bad.push_back(e.path().lexically_relative(kRoot).string() + ":" + std::to_string(line) + ": \"" + inc + "\"");
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(bad.empty()) << bad.size() << " includes of host headers:\n" << join(bad);
 }

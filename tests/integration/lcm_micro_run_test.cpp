@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/manifest.h"
-#include "sdpo/pretrain.h"
-#include "sdpo/run_file.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/trainer.h"
+#include "sdpo/commands/pretrain.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/train/manifest.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

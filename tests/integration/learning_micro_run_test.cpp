@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/manifest.h"
-#include "sdpo/run_file.h"
-#include "sdpo/trainer.h"
+#include "sdpo/train/manifest.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <sstream>
 
-#include "sdpo/components.h"
-#include "sdpo/experiment.h"
-#include "sdpo/json.h"
-#include "sdpo/manifest.h"
+#include "sdpo/commands/experiment.h"
+#include "sdpo/core/options.h"
+#include "sdpo/train/components.h"
+#include "sdpo/train/manifest.h"
 #include "support/test_support.h"
 
 namespace {

@@ -6,13 +6,13 @@
 #include <boost/json.hpp>
 #include <filesystem>
 
-#include "sdpo/checkpoint.h"
-#include "sdpo/components.h"
-#include "sdpo/error.h"
-#include "sdpo/model.h"
-#include "sdpo/run_file.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/train/checkpoint.h"
+#include "sdpo/train/components.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

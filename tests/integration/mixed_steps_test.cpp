@@ -5,9 +5,9 @@
 #include <boost/json.hpp>
 #include <set>
 
-#include "sdpo/error.h"
-#include "sdpo/run_file.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/error.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/run_compare.h"
 #include "support/test_support.h"
 

@@ -15,7 +15,7 @@
 #include <sstream>
 #include <string>
 
-#include "sdpo/run_file.h"
+#include "sdpo/train/run_file.h"
 #include "support/test_support.h"
 
 namespace {
@@ -68,10 +68,15 @@ TEST(OutOfTreePlugin, InstallBuildListAndTrain) {
   auto r = sh(q(cmake) + " --install " + q(SDPO_BUILD_DIR) + " --prefix " + q(prefix));
   ASSERT_EQ(r.status, 0) << r.output;
   for (const char* f :
-       {"bin/sdpo", "lib/libsdpo.so", "include/sdpo/plugin.h", "include/sdpo/reward.h",
-        "lib/cmake/sdpo/sdpoConfig.cmake", "lib/cmake/sdpo/sdpoConfigVersion.cmake", "lib/cmake/sdpo/sdpoTargets.cmake",
-        "lib/cmake/sdpo/SdpoPlugin.cmake", "lib/sdpo/plugins/sdpo_ddim.so", "lib/sdpo/plugins/sdpo_colorfulness.so"}) {
+       {"bin/sdpo", "lib/libsdpo_sdk.so", "lib/libsdpo_host.so", "include/sdpo/core/plugin.h",
+        "include/sdpo/core/reward.h", "include/sdpo/math/ddim.h", "lib/cmake/sdpo/sdpoConfig.cmake",
+        "lib/cmake/sdpo/sdpoConfigVersion.cmake", "lib/cmake/sdpo/sdpoTargets.cmake", "lib/cmake/sdpo/SdpoPlugin.cmake",
+        "lib/sdpo/plugins/sdpo_ddim.so", "lib/sdpo/plugins/sdpo_colorfulness.so"}) {
     EXPECT_TRUE(fs::exists(prefix + "/" + f)) << f;
+  }
+  // Only the SDK's headers are installed: a plugin cannot include the host's.
+  for (const char* d : {"include/sdpo/train", "include/sdpo/distributed", "include/sdpo/commands"}) {
+    EXPECT_FALSE(fs::exists(prefix + "/" + d)) << d;
   }
 
   // 2. The example, configured and built against the prefix only.
@@ -89,7 +94,7 @@ TEST(OutOfTreePlugin, InstallBuildListAndTrain) {
   const std::string plugin_file = plugin_build + "/sdpo_brightness.so";
   ASSERT_TRUE(fs::exists(plugin_file)) << r.output;
 
-  // 3. The installed CLI (no LD_LIBRARY_PATH: its run path finds libsdpo.so) lists its own
+  // 3. The installed CLI (no LD_LIBRARY_PATH: its run path finds libsdpo_host.so and libsdpo_sdk.so) lists its own
   // installed plugins and the example through SDPO_PLUGIN_PATH.
   const std::string sdpo = "env -u LD_LIBRARY_PATH SDPO_PLUGIN_PATH=" + q(plugin_build) + " " + q(prefix + "/bin/sdpo");
   r = sh(sdpo + " plugins");

@@ -9,7 +9,7 @@
 #include <sstream>
 #include <vector>
 
-#include "sdpo/experiment.h"
+#include "sdpo/commands/experiment.h"
 #include "support/test_support.h"
 
 namespace {

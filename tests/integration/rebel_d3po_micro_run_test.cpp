@@ -7,11 +7,11 @@
 #include <cmath>
 #include <filesystem>
 
-#include "sdpo/components.h"
-#include "sdpo/model.h"
-#include "sdpo/run_file.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/train/components.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

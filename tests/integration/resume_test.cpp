@@ -12,10 +12,10 @@
 #include <fstream>
 #include <memory>
 
-#include "sdpo/error.h"
-#include "sdpo/run_file.h"
-#include "sdpo/run_folder.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/error.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/run_folder.h"
+#include "sdpo/train/trainer.h"
 #include "support/run_compare.h"
 #include "support/test_support.h"
 

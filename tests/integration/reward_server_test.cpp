@@ -17,12 +17,12 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/manifest.h"
-#include "sdpo/registry.h"
-#include "sdpo/reward.h"
-#include "sdpo/run_file.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/train/manifest.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

@@ -8,14 +8,14 @@
 #include <cmath>
 #include <filesystem>
 
-#include "sdpo/components.h"
-#include "sdpo/decoder.h"
-#include "sdpo/manifest.h"
-#include "sdpo/model.h"
-#include "sdpo/run_file.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/text_encoder.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/decoder.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/core/text_encoder.h"
+#include "sdpo/train/components.h"
+#include "sdpo/train/manifest.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 #include "support/tiny_sd.h"
 

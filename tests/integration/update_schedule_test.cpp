@@ -1,4 +1,4 @@
-// train.update_schedule (sdpo/manifest.h): "epoch" samples every batch of an epoch, then updates
+// train.update_schedule (sdpo/train/manifest.h): "epoch" samples every batch of an epoch, then updates
 // once on the whole buffer; "per_batch" (RLCM's loop, research/algorithms.md 5.4) samples,
 // normalizes and updates one batch at a time. Micro runs check that
 //   - at one batch per epoch the two schedules give the same run, bit for bit;
@@ -19,12 +19,12 @@
 #include <utility>
 #include <vector>
 
-#include "sdpo/counting_model.h"
-#include "sdpo/error.h"
-#include "sdpo/run_file.h"
-#include "sdpo/run_folder.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/trainer.h"
+#include "sdpo/commands/counting_model.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/run_folder.h"
+#include "sdpo/train/trainer.h"
 #include "support/run_compare.h"
 #include "support/test_support.h"
 
@@ -53,7 +53,7 @@ TEST_P(UpdateScheduleOneBatchMicroRun, PerBatchIsTheEpochScheduleBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, UpdateScheduleOneBatchMicroRun, ::testing::Values("sdpo", "ddpo"));
 
-// Every forward of the run, through sdpo/counting_model.h: the algorithm's are the ones in grad
+// Every forward of the run, through sdpo/commands/counting_model.h: the algorithm's are the ones in grad
 // mode (sampling and evaluation run under no_grad).
 struct CountedRun {
   std::vector<sdpo::ModelCall> training_calls;

@@ -5,7 +5,7 @@
 #include <boost/json/parse.hpp>
 #include <string>
 
-#include "sdpo/json.h"
+#include "sdpo/core/options.h"
 
 namespace sdpo::test {
 

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/run_file.h"
-#include "sdpo/run_folder.h"
-#include "sdpo/safetensors.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/run_folder.h"
 
 namespace sdpo::test {
 

@@ -9,14 +9,14 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/core/tensor_map.h"
 #include "sdpo/models/clip/clip_text_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/sd_unet/unet.h"
 #include "sdpo/models/sd_vae/vae_decoder.h"
 #include "sdpo/models/tokenizers/clip_tokenizer.h"
-#include "sdpo/module_state.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/tensor_map.h"
 
 namespace sdpo::test {
 namespace {

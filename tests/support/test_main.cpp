@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   // ctest runs tests in parallel (one process each): one intra-op thread per process avoids
   // oversubscribing the cores (on a 16-core machine, 8 processes x 16 threads timed out).
   at::set_num_threads(1);
-  // The same for the `sdpo` processes the CLI tests start (sdpo/threads.h), unless the caller chose.
+  // The same for the `sdpo` processes the CLI tests start (sdpo/train/threads.h), unless the caller chose.
   ::setenv("SDPO_THREADS", "1", /*overwrite=*/0);
   sdpo::test::load_plugins_once();
   return RUN_ALL_TESTS();

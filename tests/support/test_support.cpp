@@ -13,9 +13,9 @@
 #include <mutex>
 #include <sstream>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/plugin.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/plugin.h"
 
 namespace sdpo::test {
 

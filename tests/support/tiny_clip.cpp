@@ -10,8 +10,8 @@
 #include <fstream>
 #include <vector>
 
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/tokenizers/clip_tokenizer.h"
-#include "sdpo/safetensors.h"
 
 namespace sdpo::test {
 namespace {

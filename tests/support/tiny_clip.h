@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/tensor_map.h"
+#include "sdpo/core/tensor_map.h"
 
 namespace sdpo::test {
 

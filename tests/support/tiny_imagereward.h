@@ -18,8 +18,8 @@
 #include <utility>
 #include <vector>
 
-#include "sdpo/safetensors.h"
-#include "sdpo/tensor_map.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/core/tensor_map.h"
 
 namespace sdpo::test {
 

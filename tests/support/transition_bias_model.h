@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/model.h"
-#include "sdpo/rollout.h"
-#include "sdpo/sampler.h"
-#include "sdpo/sampling.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/rollout.h"
+#include "sdpo/core/sampler.h"
+#include "sdpo/train/sampling.h"
 
 namespace sdpo::test {
 

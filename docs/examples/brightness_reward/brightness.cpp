@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/plugin.h"
-#include "sdpo/reward.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/core/reward.h"
 
 namespace {
 
@@ -38,7 +38,7 @@ class BrightnessReward : public sdpo::Reward {
     if (images.dim() != 4 || images.size(1) != 3) {
       std::ostringstream got;
       got << images.sizes();
-      // sdpo::Error (framework/include/sdpo/error.h) crosses the library boundary: the host
+      // sdpo::Error (framework/core/include/sdpo/core/error.h) crosses the library boundary: the host
       // catches it and reports it; so would any std::exception.
       throw sdpo::Error("reward 'brightness': expected images (B, 3, H, W), got " + got.str());
     }

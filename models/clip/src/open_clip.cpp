@@ -13,8 +13,8 @@
 #include <sstream>
 #include <utility>
 
-#include "sdpo/error.h"
-#include "sdpo/module_state.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
 
 namespace sdpo::clip_text {
 namespace {

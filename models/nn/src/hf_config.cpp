@@ -4,8 +4,8 @@
 #include <filesystem>
 #include <utility>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
 
 namespace sdpo::nn {
 

@@ -4,7 +4,7 @@
 
 #include <utility>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 
 namespace sdpo::nn {
 

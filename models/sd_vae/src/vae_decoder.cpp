@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 
 namespace sdpo::sd_vae {
 namespace {

@@ -11,8 +11,8 @@
 #include <fstream>
 #include <limits>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
 #include "sdpo/models/tokenizers/unicode.h"
 
 namespace sdpo::clip_text {

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <utility>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 #include "sdpo/models/tokenizers/unicode.h"
 
 namespace sdpo::imagereward {

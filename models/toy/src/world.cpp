@@ -10,7 +10,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
 
 namespace sdpo::toy {
 namespace {

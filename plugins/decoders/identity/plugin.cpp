@@ -1,16 +1,16 @@
 // Plugin `identity`: the decoder of pixel-space models. Latents are images scaled to [-1, 1]
 // (x = 2 * image - 1, as the toy model is trained), so decoding is (x + 1) / 2, clamped to [0, 1].
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 
 #include <memory>
 #include <sstream>
 
-#include "sdpo/decoder.h"
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/decoder.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
 
 namespace sdpo::identity {
 namespace {

@@ -2,7 +2,7 @@
 // research/models.md 4) as an sdpo::Decoder: images = clamp(vae(latents / scaling_factor) / 2 +
 // 0.5, 0, 1).
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -11,14 +11,14 @@
 #include <memory>
 #include <sstream>
 
-#include "sdpo/decoder.h"
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/decoder.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/weight_dtype.h"
 #include "sdpo/models/sd_vae/vae_decoder.h"
-#include "sdpo/module_state.h"
-#include "sdpo/safetensors.h"
 
 namespace sdpo::sd_vae {
 namespace {

@@ -3,9 +3,9 @@
 // similarities. These are the target rewards of Table 3 (12.2).
 #include <ATen/ATen.h>
 
-#include "sdpo/dense_reward.h"
-#include "sdpo/plugin.h"
-#include "sdpo/similarity.h"
+#include "sdpo/core/dense_reward.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/math/similarity.h"
 
 namespace {
 

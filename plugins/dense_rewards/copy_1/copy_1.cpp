@@ -3,9 +3,9 @@
 // step, R̂_k = q(T-1). This is the sparse final reward (for T = 1 the only step is the last one).
 #include <ATen/ATen.h>
 
-#include "sdpo/dense_reward.h"
-#include "sdpo/plugin.h"
-#include "sdpo/similarity.h"
+#include "sdpo/core/dense_reward.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/math/similarity.h"
 
 namespace {
 

@@ -4,9 +4,9 @@
 // T = 1: the only step is queried once.
 #include <ATen/ATen.h>
 
-#include "sdpo/dense_reward.h"
-#include "sdpo/plugin.h"
-#include "sdpo/similarity.h"
+#include "sdpo/core/dense_reward.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/math/similarity.h"
 
 namespace {
 

@@ -4,9 +4,9 @@
 // T = 2 has no interior step: both steps are queried (2 queries), no anchor. T = 1: one query.
 #include <ATen/ATen.h>
 
-#include "sdpo/dense_reward.h"
-#include "sdpo/plugin.h"
-#include "sdpo/similarity.h"
+#include "sdpo/core/dense_reward.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/math/similarity.h"
 
 namespace {
 

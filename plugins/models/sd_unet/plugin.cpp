@@ -1,7 +1,7 @@
 // Plugin `sd_unet`: the SD 1.x / 2.x UNet (SD-Turbo) of a diffusers pipeline folder as an
 // sdpo::Model, with frozen base weights and a trainable LoRA adapter (README.md).
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -14,16 +14,16 @@
 #include <utility>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/lcm.h"
-#include "sdpo/model.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/math/lcm.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/layers.h"
 #include "sdpo/models/nn/weight_dtype.h"
 #include "sdpo/models/sd_unet/unet.h"
-#include "sdpo/module_state.h"
-#include "sdpo/safetensors.h"
 
 namespace sdpo::sd_unet {
 namespace {

@@ -2,7 +2,7 @@
 // is the policy, for architectures not written in C++ here (README.md). This is the only unit of
 // the project that includes libtorch's JIT headers.
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/model.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/options.h"
 
 namespace sdpo::torchscript {
 namespace {

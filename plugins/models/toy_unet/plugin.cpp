@@ -1,18 +1,18 @@
 // Plugin `toy_unet`: the toy world's conditional UNet as an sdpo::Model (README.md).
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 
 #include <memory>
 #include <sstream>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/model.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/toy/toy_unet.h"
-#include "sdpo/module_state.h"
-#include "sdpo/safetensors.h"
 
 namespace sdpo::toy_unet {
 namespace {

@@ -5,8 +5,8 @@
 #include <boost/json.hpp>
 #include <cmath>
 
-#include "sdpo/normalizer.h"
-#include "sdpo/plugin.h"
+#include "sdpo/core/normalizer.h"
+#include "sdpo/core/plugin.h"
 
 namespace {
 

@@ -13,9 +13,9 @@
 #include <deque>
 #include <map>
 
-#include "sdpo/normalizer.h"
-#include "sdpo/plugin.h"
-#include "sdpo/statistics.h"
+#include "sdpo/core/normalizer.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/math/statistics.h"
 
 namespace {
 

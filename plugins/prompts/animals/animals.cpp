@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/json.h"
-#include "sdpo/plugin.h"
-#include "sdpo/prompts.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/core/prompts.h"
 
 namespace {
 

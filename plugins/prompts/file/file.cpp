@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/plugin.h"
-#include "sdpo/prompts.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/core/prompts.h"
 
 namespace {
 

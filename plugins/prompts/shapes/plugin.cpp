@@ -1,7 +1,7 @@
 // Prompt source `shapes`: the toy world's fixed prompt sets and its labelled images
 // (DESIGN.md section 7). The world itself (scenes, prompts, rendering) is in world.h.
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ops/stack.h>
 
@@ -9,9 +9,9 @@
 #include <string>
 #include <utility>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/prompts.h"
 #include "sdpo/models/toy/world.h"
-#include "sdpo/prompts.h"
 
 namespace {
 

@@ -4,9 +4,9 @@
 
 #include <mutex>
 
-#include "sdpo/ddim.h"
-#include "sdpo/plugin.h"
-#include "sdpo/sampler.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/core/sampler.h"
+#include "sdpo/math/ddim.h"
 
 namespace {
 

@@ -5,9 +5,9 @@
 // images decode it, as RLCM decodes the last step's `denoised`.
 #include <ATen/ATen.h>
 
-#include "sdpo/lcm.h"
-#include "sdpo/plugin.h"
-#include "sdpo/sampler.h"
+#include "sdpo/core/plugin.h"
+#include "sdpo/core/sampler.h"
+#include "sdpo/math/lcm.h"
 
 namespace {
 

@@ -2,22 +2,22 @@
 // ViT-H text tower, research/models.md 3) as an sdpo::TextEncoder. Conditioning = the full
 // last_hidden_state (B, 77, D), padding positions included, as SD 2.x uses it (models.md 3.2).
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 
 #include <filesystem>
 #include <memory>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/core/text_encoder.h"
 #include "sdpo/models/clip/clip_text_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/weight_dtype.h"
 #include "sdpo/models/tokenizers/clip_tokenizer.h"
-#include "sdpo/module_state.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/text_encoder.h"
 
 namespace sdpo::clip_text {
 namespace {

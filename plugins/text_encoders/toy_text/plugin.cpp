@@ -1,6 +1,6 @@
 // Plugin `toy_text`: the toy world's word-level transformer text encoder as an sdpo::TextEncoder.
 
-#include "sdpo/plugin.h"
+#include "sdpo/core/plugin.h"
 
 #include <ATen/ATen.h>
 
@@ -9,12 +9,12 @@
 #include <set>
 #include <sstream>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/core/text_encoder.h"
 #include "sdpo/models/toy/toy_text.h"
-#include "sdpo/module_state.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/text_encoder.h"
 
 namespace sdpo::toy_text {
 namespace {

@@ -9,11 +9,11 @@
 #include <string>
 #include <utility>
 
-#include "sdpo/algorithm.h"
-#include "sdpo/optimizer.h"
-#include "sdpo/registry.h"
-#include "sdpo/sampler.h"
-#include "sdpo/update_loop.h"
+#include "sdpo/core/algorithm.h"
+#include "sdpo/core/optimizer.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/sampler.h"
+#include "sdpo/core/update_loop.h"
 #include "support/component_config.h"
 #include "support/test_support.h"
 #include "support/transition_bias_model.h"

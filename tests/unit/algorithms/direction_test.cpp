@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/algorithm.h"
-#include "sdpo/optimizer.h"
-#include "sdpo/registry.h"
-#include "sdpo/rollout_ops.h"
-#include "sdpo/sampler.h"
-#include "sdpo/update_loop.h"
+#include "sdpo/core/algorithm.h"
+#include "sdpo/core/optimizer.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/rollout_ops.h"
+#include "sdpo/core/sampler.h"
+#include "sdpo/core/update_loop.h"
 #include "support/component_config.h"
 #include "support/test_support.h"
 #include "support/transition_bias_model.h"

@@ -9,16 +9,16 @@
 #include <map>
 #include <set>
 
-#include "sdpo/algorithm.h"
-#include "sdpo/error.h"
-#include "sdpo/model.h"
-#include "sdpo/optimizer.h"
-#include "sdpo/registry.h"
-#include "sdpo/returns.h"
-#include "sdpo/rollout.h"
-#include "sdpo/sampler.h"
-#include "sdpo/sampling.h"
-#include "sdpo/update_loop.h"
+#include "sdpo/core/algorithm.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/optimizer.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/rollout.h"
+#include "sdpo/core/sampler.h"
+#include "sdpo/core/update_loop.h"
+#include "sdpo/math/returns.h"
+#include "sdpo/train/sampling.h"
 #include "support/component_config.h"
 #include "support/test_support.h"
 

@@ -9,11 +9,11 @@
 #include <filesystem>
 #include <iostream>
 
-#include "sdpo/dense_reward.h"
-#include "sdpo/normalizer.h"
-#include "sdpo/registry.h"
-#include "sdpo/reward.h"
-#include "sdpo/sampler.h"
+#include "sdpo/core/dense_reward.h"
+#include "sdpo/core/normalizer.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/sampler.h"
 #include "support/test_support.h"
 #include "support/tiny_clip.h"
 #include "support/tiny_imagereward.h"

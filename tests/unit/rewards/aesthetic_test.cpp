@@ -17,14 +17,14 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/clip/clip_image.h"
 #include "sdpo/models/clip/clip_vision_model.h"
 #include "sdpo/models/nn/hf_config.h"
-#include "sdpo/module_state.h"
-#include "sdpo/registry.h"
-#include "sdpo/reward.h"
-#include "sdpo/safetensors.h"
 #include "support/test_support.h"
 #include "support/tiny_clip.h"
 

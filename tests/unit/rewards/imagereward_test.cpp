@@ -19,15 +19,15 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/blip/blip_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/layers.h"
 #include "sdpo/models/tokenizers/wordpiece.h"
-#include "sdpo/module_state.h"
-#include "sdpo/registry.h"
-#include "sdpo/reward.h"
-#include "sdpo/safetensors.h"
 #include "support/test_support.h"
 #include "support/tiny_imagereward.h"
 

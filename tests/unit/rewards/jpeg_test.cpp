@@ -5,9 +5,9 @@
 #include <boost/json/parse.hpp>
 #include <string>
 
-#include "sdpo/error.h"
-#include "sdpo/registry.h"
-#include "sdpo/reward.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/reward.h"
 #include "support/test_support.h"
 
 namespace {

@@ -8,12 +8,12 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/prompts.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/reward.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/toy/world.h"
-#include "sdpo/prompts.h"
-#include "sdpo/registry.h"
-#include "sdpo/reward.h"
-#include "sdpo/safetensors.h"
 #include "support/test_support.h"
 
 namespace {

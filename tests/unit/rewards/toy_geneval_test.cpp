@@ -19,10 +19,10 @@
 #include "rewards/toy_geneval/detector.h"
 #include "rewards/toy_geneval/geneval.h"
 #include "rewards/toy_geneval/report.h"
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/reward.h"
 #include "sdpo/models/toy/world.h"
-#include "sdpo/registry.h"
-#include "sdpo/reward.h"
 #include "support/test_support.h"
 
 namespace {

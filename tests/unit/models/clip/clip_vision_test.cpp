@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
 #include "sdpo/models/clip/clip_image.h"
 #include "sdpo/models/clip/clip_text_model.h"
 #include "sdpo/models/clip/clip_vision_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/layers.h"
-#include "sdpo/module_state.h"
 #include "support/test_support.h"
 #include "support/tiny_clip.h"
 

@@ -10,9 +10,9 @@
 
 #include <fstream>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
 #include "sdpo/models/nn/hf_config.h"
-#include "sdpo/module_state.h"
 #include "support/test_support.h"
 
 namespace sdpo::nn {

@@ -2,10 +2,10 @@
 
 #include <boost/json/parse.hpp>
 
-#include "sdpo/decoder.h"
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/decoder.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
 #include "support/test_support.h"
 
 namespace {

@@ -15,15 +15,15 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/decoder.h"
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/decoder.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/layers.h"
 #include "sdpo/models/sd_vae/vae_decoder.h"
-#include "sdpo/module_state.h"
-#include "sdpo/registry.h"
-#include "sdpo/safetensors.h"
 #include "support/test_support.h"
 
 namespace sdpo::sd_vae {

@@ -12,12 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/dense_reward.h"
-#include "sdpo/manifest.h"
-#include "sdpo/registry.h"
-#include "sdpo/run_file.h"
-#include "sdpo/similarity.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/dense_reward.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/math/similarity.h"
+#include "sdpo/train/manifest.h"
+#include "sdpo/train/run_file.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

@@ -17,15 +17,15 @@
 #include <utility>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/model.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/safetensors.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/layers.h"
 #include "sdpo/models/sd_unet/unet.h"
-#include "sdpo/module_state.h"
-#include "sdpo/registry.h"
-#include "sdpo/safetensors.h"
 #include "support/sd_pipeline.h"
 #include "support/test_support.h"
 

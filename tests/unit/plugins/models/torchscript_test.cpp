@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/model.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
 #include "support/test_support.h"
 
 namespace {

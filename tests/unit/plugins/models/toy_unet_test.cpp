@@ -7,13 +7,13 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/model.h"
-#include "sdpo/optimizer.h"
-#include "sdpo/registry.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/text_encoder.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/model.h"
+#include "sdpo/core/optimizer.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/core/text_encoder.h"
 #include "support/test_support.h"
 
 namespace {

@@ -5,8 +5,8 @@
 #include <boost/json.hpp>
 #include <cmath>
 
-#include "sdpo/normalizer.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/normalizer.h"
+#include "sdpo/core/registry.h"
 #include "support/test_support.h"
 
 namespace {

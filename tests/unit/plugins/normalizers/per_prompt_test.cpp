@@ -8,9 +8,9 @@
 #include <deque>
 #include <map>
 
-#include "sdpo/error.h"
-#include "sdpo/normalizer.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/normalizer.h"
+#include "sdpo/core/registry.h"
 #include "support/test_support.h"
 
 namespace {

@@ -3,8 +3,8 @@
 
 #include <boost/json.hpp>
 
-#include "sdpo/normalizer.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/normalizer.h"
+#include "sdpo/core/registry.h"
 #include "support/test_support.h"
 
 namespace {

@@ -5,10 +5,10 @@
 #include <boost/json/parse.hpp>
 #include <set>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/prompts.h"
-#include "sdpo/registry.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/prompts.h"
+#include "sdpo/core/registry.h"
 
 namespace {
 

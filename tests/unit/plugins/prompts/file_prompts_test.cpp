@@ -6,12 +6,12 @@
 #include <boost/json/parse.hpp>
 #include <fstream>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/manifest.h"
-#include "sdpo/prompts.h"
-#include "sdpo/registry.h"
-#include "sdpo/trainer.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/prompts.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/train/manifest.h"
+#include "sdpo/train/trainer.h"
 #include "support/test_support.h"
 
 namespace {

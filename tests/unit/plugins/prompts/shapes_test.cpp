@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/prompts.h"
+#include "sdpo/core/registry.h"
 #include "sdpo/models/toy/world.h"
-#include "sdpo/prompts.h"
-#include "sdpo/registry.h"
 #include "support/test_support.h"
 
 namespace {

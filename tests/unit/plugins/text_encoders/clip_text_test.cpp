@@ -19,17 +19,17 @@
 #include <unordered_map>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/module_state.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/core/text_encoder.h"
 #include "sdpo/models/clip/clip_text_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/layers.h"
 #include "sdpo/models/tokenizers/clip_tokenizer.h"
 #include "sdpo/models/tokenizers/unicode.h"
-#include "sdpo/module_state.h"
-#include "sdpo/registry.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/text_encoder.h"
 #include "support/test_support.h"
 
 namespace sdpo::clip_text {

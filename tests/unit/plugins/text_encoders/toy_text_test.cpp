@@ -4,11 +4,11 @@
 #include <string>
 #include <vector>
 
-#include "sdpo/error.h"
-#include "sdpo/json.h"
-#include "sdpo/registry.h"
-#include "sdpo/safetensors.h"
-#include "sdpo/text_encoder.h"
+#include "sdpo/core/error.h"
+#include "sdpo/core/options.h"
+#include "sdpo/core/registry.h"
+#include "sdpo/core/safetensors.h"
+#include "sdpo/core/text_encoder.h"
 #include "support/test_support.h"
 
 namespace {

@@ -24,9 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "sdpo/core/tensor_map.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/nn/layers.h"
-#include "sdpo/tensor_map.h"
 
 namespace sdpo::clip_text {
 

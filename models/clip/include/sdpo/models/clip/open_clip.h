@@ -35,10 +35,10 @@
 #include <string>
 #include <vector>
 
+#include "sdpo/core/tensor_map.h"
 #include "sdpo/models/clip/clip_model.h"
 #include "sdpo/models/nn/hf_config.h"
 #include "sdpo/models/tokenizers/clip_tokenizer.h"
-#include "sdpo/tensor_map.h"
 
 namespace sdpo::clip_text {
 
