@@ -32,6 +32,9 @@ struct TrainOptions {
   /// the batches (`updates`, a running count, after the last), counters, rewards and phase
   /// times over the whole epoch. Identical to "epoch" when n_b = 1.
   std::string update_schedule = "epoch";
+
+  /// Reads the manifest's `train` section (Manifest::parse calls finish()).
+  static TrainOptions read(OptionReader& r);
 };
 
 struct SampleOptions {
@@ -42,6 +45,9 @@ struct SampleOptions {
   /// `sample.steps` is an integer (no draw).
   std::vector<std::int64_t> step_choices;
   double guidance = 1.0;  ///< classifier-free guidance scale w (1: none; sdpo/train/guidance.h)
+
+  /// Reads the `sample` section; `steps` is its raw `steps` value (a list: mixed-step training).
+  static SampleOptions read(OptionReader& r, const boost::json::value* steps);
 };
 
 struct EvalOptions {
@@ -51,6 +57,9 @@ struct EvalOptions {
   std::int64_t seed = 1234;
   std::string prompt_set = "eval";  ///< "eval", "train" or "unseen"
   std::int64_t max_prompts = 0;     ///< 0: all prompts of the set
+
+  /// Reads the `eval` section.
+  static EvalOptions read(OptionReader& r);
 };
 
 struct OutputOptions {
@@ -59,6 +68,9 @@ struct OutputOptions {
   bool save_latents = false;      ///< also latents and predicted x0
   bool progress = true;           ///< progress bar on stderr
   std::int64_t grid_prompts = 8;  ///< prompts in the PNG grid of evaluation samples
+
+  /// Reads the `output` section.
+  static OutputOptions read(OptionReader& r);
 };
 
 struct PretrainOptions {
@@ -90,6 +102,9 @@ struct PretrainOptions {
   std::int64_t distill_batch_size = 16;              ///< teacher trajectories per step
   double denoise_weight = 1.0;                       ///< weight of the denoising loss on labelled images
   std::string prediction_type;                       ///< the student's (set as its model option); "": the teacher's
+
+  /// Reads the `pretrain` section's options (`rewards`, its components, are read by Manifest::parse).
+  static PretrainOptions read(OptionReader& r);
 };
 
 struct Manifest {
