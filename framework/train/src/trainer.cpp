@@ -288,8 +288,7 @@ struct Trainer::Impl {
     const auto shape = c.model->latent_shape();
     std::vector<std::int64_t> noise_shape{B};
     noise_shape.insert(noise_shape.end(), shape.begin(), shape.end());
-    std::vector<std::vector<std::string>> prompt_parts;
-    std::vector<at::Tensor> cond_p, ts_p, lat_p, next_p, lp_p, x0_p, steps_p, q_p, sim_p, anchor_p, dense_p;
+    std::vector<RolloutBuffer> parts;  // one per batch, merged in the union layout below
     for (std::int64_t batch = first; batch < first + count; ++batch) {
       at::NoGradGuard no_grad;
       PhaseTimer sampling(times.sampling, device);
@@ -344,37 +343,26 @@ struct Trainer::Impl {
         check_finite(dense, "dense_reward '" + m.dense_reward.name + "'", counters.epoch + 1);
       }
 
-      prompt_parts.push_back(prompts);
-      cond_p.push_back(cond);
-      ts_p.push_back(tr.timesteps);
-      lat_p.push_back(tr.latents);
-      next_p.push_back(tr.next_latents);
-      lp_p.push_back(tr.log_probs);
-      if (m.output.save_latents) x0_p.push_back(tr.pred_x0);
-      steps_p.push_back(plan.steps);
-      q_p.push_back(scores);
-      sim_p.push_back(plan.similarities);
-      anchor_p.push_back(plan.anchor);
-      dense_p.push_back(dense);
+      RolloutBuffer part;
+      part.num_steps = T;
+      part.paired = spec.paired;
+      part.prompts = std::move(prompts);
+      part.cond = cond;
+      part.timesteps = tr.timesteps;
+      part.latents = tr.latents;
+      part.next_latents = tr.next_latents;
+      part.log_probs = tr.log_probs;
+      if (m.output.save_latents) part.pred_x0 = tr.pred_x0;
+      part.query_steps = plan.steps;
+      part.queried_rewards = scores;
+      part.similarities = plan.similarities;
+      part.anchor_step = plan.anchor;
+      part.dense_rewards = dense;
+      parts.push_back(std::move(part));
       if (bar) bar->tick("sampled " + std::to_string(batch + 1));
     }
     PhaseTimer preparing(times.prepare, device);
-    const bool paired = spec.paired;
-    RolloutBuffer buf;
-    buf.num_steps = T;
-    buf.paired = paired;
-    buf.prompts = cat_prompts(prompt_parts, paired);
-    buf.cond = cat_rows(cond_p, paired);
-    buf.timesteps = cat_rows(ts_p, paired);
-    buf.latents = cat_rows(lat_p, paired);
-    buf.next_latents = cat_rows(next_p, paired);
-    buf.log_probs = cat_rows(lp_p, paired);
-    if (!x0_p.empty()) buf.pred_x0 = cat_rows(x0_p, paired);
-    buf.query_steps = cat_rows(steps_p, paired);
-    buf.queried_rewards = cat_rows(q_p, paired);
-    buf.similarities = cat_rows(sim_p, paired);
-    buf.anchor_step = cat_rows(anchor_p, paired);
-    buf.dense_rewards = cat_rows(dense_p, paired);
+    RolloutBuffer buf = merge_rollouts(parts);
     buf.final_rewards = buf.dense_rewards.select(1, T - 1).clone();
     return buf;
   }
