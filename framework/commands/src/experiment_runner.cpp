@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -24,6 +23,7 @@
 #include "sdpo/core/error.h"
 #include "sdpo/core/options.h"
 #include "sdpo/core/registry.h"
+#include "sdpo/train/clocks.h"
 #include "sdpo/train/components.h"
 #include "sdpo/train/progress.h"
 #include "sdpo/train/run_folder.h"
@@ -34,13 +34,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 
 namespace {
-
-std::string now_iso() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
 
 bool selected(const std::string& name, const std::string& only) {
   if (only.empty()) return true;
@@ -104,8 +97,9 @@ json::object to_json(const RunRecord& r) {
 void write_index(const Experiment& e, const ExperimentReport& rep) {
   json::array runs;
   for (const auto& r : rep.runs) runs.push_back(to_json(r));
-  json::object root{{"experiment", e.name},       {"file", e.file},          {"description", e.description},
-                    {"output_dir", e.output_dir}, {"updated_at", now_iso()}, {"runs", std::move(runs)}};
+  json::object root{{"experiment", e.name},          {"file", e.file},
+                    {"description", e.description},  {"output_dir", e.output_dir},
+                    {"updated_at", utc_timestamp()}, {"runs", std::move(runs)}};
   const std::string tmp = rep.index_path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
@@ -180,7 +174,7 @@ RunRecord record_from_disk(
   const json::value* done = before ? before->if_contains("epochs_done") : nullptr;
   const bool unchanged = before && text("state") == r.state && done && done->is_int64() &&
                          done->as_int64() == r.epochs_done && !text("updated_at").empty();
-  r.updated_at = unchanged ? text("updated_at") : now_iso();
+  r.updated_at = unchanged ? text("updated_at") : utc_timestamp();
   return r;
 }
 
@@ -351,7 +345,7 @@ ExperimentReport run_experiment(const Experiment& e, const ExperimentOptions& o,
     }
     rec.state = "running";
     rec.error.clear();
-    rec.updated_at = now_iso();
+    rec.updated_at = utc_timestamp();
     write_index(e, rep);
     print_status(
         o.progress, tag + (rec.resume_from > 0 ? ": resuming from epoch " + std::to_string(rec.resume_from) + " of " +
@@ -368,7 +362,7 @@ ExperimentReport run_experiment(const Experiment& e, const ExperimentOptions& o,
         rec.epochs_done = c.epoch;
         rec.wall_seconds = c.wall_seconds;
         if (c.epoch % run.manifest.train.checkpoint_every == 0 || c.epoch == rec.epochs) rec.resume_from = c.epoch;
-        rec.updated_at = now_iso();
+        rec.updated_at = utc_timestamp();
         write_index(e, rep);
         clock.units_done += units_per_epoch;
         // This run's own pace for its remaining epochs; this invocation's pace per unit of work
@@ -399,7 +393,7 @@ ExperimentReport run_experiment(const Experiment& e, const ExperimentOptions& o,
       rec.state = "failed";
       rec.error = ex.what();
       rec.resume_from = last_checkpoint_epoch(run.dir);
-      rec.updated_at = now_iso();
+      rec.updated_at = utc_timestamp();
       ++rep.failed;
       print_status(true, tag + ": failed: " + rec.error);
     }

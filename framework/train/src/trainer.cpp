@@ -10,7 +10,6 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cmath>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -48,13 +47,6 @@ namespace sdpo {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string now_iso() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
 
 void check_finite(const at::Tensor& t, const std::string& what, std::int64_t epoch) {
   if (!at::isfinite(t).all().item<bool>()) {
@@ -592,7 +584,7 @@ void Trainer::Impl::run() {
                    {"torch_version", TORCH_VERSION},
                    {"device", s.m.device},
                    {"intra_op_threads", std::to_string(intra_op_threads())},
-                   {"started_at", now_iso()}}));
+                   {"started_at", utc_timestamp()}}));
   }
   if (s.writes()) {
     std::ofstream mf(fs::path(s.dir) / "manifest.json");

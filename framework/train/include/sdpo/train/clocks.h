@@ -25,10 +25,15 @@
 #include <c10/core/Device.h>
 
 #include <chrono>
+#include <string>
 
 #include "sdpo/core/api.h"
 
 namespace sdpo {
+
+/// The wall-clock time now in UTC, ISO 8601 to the second ("2026-12-03T17:41:25Z"): the
+/// timestamps of run files and experiment indexes.
+SDPO_API std::string utc_timestamp();
 
 /// CPU time of the whole process (all threads) in seconds, CLOCK_PROCESS_CPUTIME_ID.
 SDPO_API double process_cpu_seconds();
