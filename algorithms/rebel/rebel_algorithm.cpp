@@ -174,7 +174,7 @@ class RebelAlgorithm final : public sdpo::Algorithm {
     for (int64_t k = 0; k < T; ++k) {
       auto li = loss_input(mb, step_log_prob(mb, k, T, ctx), mb.old_log_probs.select(1, k));
       auto surrogate = sdpo::rebel_trajectory_step_surrogate(li, residual);
-      (surrogate / static_cast<double>(accumulation)).backward();
+      ctx.optimizer.backward(surrogate / static_cast<double>(accumulation));
     }
     ctx.optimizer.micro_step(accumulation);
     record(full, lv, true, sums);

@@ -153,7 +153,9 @@ TEST(Bench, RunBenchCountsTheEpochsModelCalls) {
   EXPECT_EQ(r.forwards - r.grad_forwards, 2 * 2 * 4);
   EXPECT_GT(r.grad_forwards, 0);
   EXPECT_EQ(r.backwards, r.grad_forwards);
-  EXPECT_GT(r.bare_seconds, 0.0);
+  EXPECT_GT(r.bare_no_grad_seconds, 0.0);
+  EXPECT_GT(r.bare_grad_seconds, 0.0);
+  EXPECT_EQ(r.bare_seconds, r.bare_no_grad_seconds + r.bare_grad_seconds) << "the two parts of the bare loop";
   EXPECT_GT(r.times.epoch, 0.0);
   EXPECT_GT(r.device_seconds, 0.0);
   const auto text = sdpo::format_bench_report(r);
@@ -174,7 +176,7 @@ TEST(Bench, CliPrintsEveryPhaseAndTheRatios) {
   ASSERT_EQ(WEXITSTATUS(status), 0) << out;
   for (const char* line :
        {"sampling", "decoding", "reward", "preparation", "update", "epoch total",
-        "model calls: 8 forwards (4 with grad), 4 backwards", "bare libtorch loop",
+        "model calls: 8 forwards (4 with grad), 4 backwards", "bare libtorch loop", "no-grad forwards",
         "overhead ratio (epoch / bare loop):", "overhead ratio without decoding and reward", "device_seconds:"}) {
     EXPECT_NE(out.find(line), std::string::npos) << line << "\n" << out;
   }

@@ -20,7 +20,7 @@ struct Optimizer::Impl {
 };
 
 Optimizer::Optimizer(std::vector<at::Tensor> parameters, const OptimizerOptions& o)
-    : impl_(std::make_unique<Impl>()), options_(o) {
+    : impl_(std::make_unique<Impl>()), options_(o), scaler_(o.loss_scaling) {
   TORCH_CHECK(!parameters.empty(), "optimizer: the model has no trainable parameters");
   TORCH_CHECK(o.gradient_accumulation >= 1, "optimizer: gradient_accumulation must be >= 1");
   impl_->params = parameters;
@@ -49,6 +49,14 @@ void Optimizer::set_gradient_hook(std::function<void(const std::vector<at::Tenso
   gradient_hook_ = std::move(hook);
 }
 
+void Optimizer::backward(const at::Tensor& loss) {
+  if (scaler_.enabled()) {
+    (loss * scaler_.scale()).backward();
+  } else {
+    loss.backward();
+  }
+}
+
 bool Optimizer::micro_step() { return micro_step(options_.gradient_accumulation); }
 
 bool Optimizer::flush() {
@@ -60,6 +68,9 @@ bool Optimizer::micro_step(std::int64_t accumulation) {
   if (++pending_ < accumulation) return false;
   pending_ = 0;
   if (gradient_hook_) gradient_hook_(impl_->params);
+  // Unscaled before the norm is taken (GradScaler's unscale_ before clip_grad_norm_), after the
+  // all-reduce: an overflow on any rank reaches every rank's sum, so all ranks skip together.
+  scaler_.unscale(impl_->params);
   // Global L2 norm over all gradients, then one scale factor (torch.nn.utils.clip_grad_norm_).
   std::vector<at::Tensor> norms;
   for (auto& p : impl_->params) {
@@ -74,6 +85,12 @@ bool Optimizer::micro_step(std::int64_t accumulation) {
       }
     }
   }
+  if (!std::isfinite(last_grad_norm_) && scaler_.enabled()) {
+    // GradScaler's skipped step: no optimizer step, no moment update; the scale backs off.
+    zero_grad();
+    scaler_.update(false);
+    return false;
+  }
   if (!std::isfinite(last_grad_norm_)) {
     throw NumericError(
         "optimizer: the gradient norm is " + std::to_string(last_grad_norm_) +
@@ -82,6 +99,7 @@ bool Optimizer::micro_step(std::int64_t accumulation) {
   impl_->opt->step();
   zero_grad();
   ++updates_;
+  scaler_.update(true);
   return true;
 }
 
@@ -159,6 +177,7 @@ TensorMap Optimizer::state_dict() const {
     save_state<torch::optim::AdamParamState>(*impl_->opt, impl_->params, out);
   }
   out["updates"] = at::scalar_tensor(updates_, at::kLong);
+  scaler_.save(out);
   return out;
 }
 
@@ -170,6 +189,7 @@ void Optimizer::load_state_dict(const TensorMap& state, const std::string& sourc
   }
   auto it = state.find("updates");
   updates_ = it == state.end() ? 0 : it->second.item<std::int64_t>();
+  scaler_.load(state);
   pending_ = 0;
 }
 

@@ -22,6 +22,12 @@ Metrics run_update_phase(Algorithm& algorithm, RolloutBuffer& buffer, UpdateCont
   ctx.model.set_training(false);
   metrics["grad_norm"] = ctx.optimizer.last_grad_norm();
   metrics["updates"] = static_cast<double>(ctx.optimizer.updates());
+  if (ctx.optimizer.loss_scaling()) {
+    // Curves of a loss-scaled run: the scale after the epoch's updates, and the running count of
+    // skipped steps (a skip is an update that did not happen; `updates` counts applied ones).
+    metrics["loss_scale"] = ctx.optimizer.loss_scale();
+    metrics["skipped_updates"] = static_cast<double>(ctx.optimizer.skipped_updates());
+  }
   return metrics;
 }
 
@@ -60,7 +66,7 @@ double backward_micro_batch(
     const std::string& where) {
   const double value = loss.item<double>();
   check_loss_finite(value, algorithm, ctx.epoch, where);
-  (loss / static_cast<double>(accumulation)).backward();
+  ctx.optimizer.backward(loss / static_cast<double>(accumulation));
   ctx.optimizer.micro_step(accumulation);
   return value;
 }

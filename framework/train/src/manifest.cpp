@@ -190,6 +190,16 @@ TrainOptions TrainOptions::read(OptionReader& r) {
   o.max_grad_norm = r.number("max_grad_norm", o.max_grad_norm, 0.0, 1e9, "gradient-norm clip (0: none)");
   o.gradient_accumulation =
       r.integer("gradient_accumulation", o.gradient_accumulation, 1, 1 << 20, "micro-batches per update (G_acc)");
+  t.loss_scaling = r.string(
+      "loss_scaling", t.loss_scaling,
+      "dynamic loss scaling (GradScaler's): auto = on when the trained path runs in float16, "
+      "off for float32 and bfloat16; on; off",
+      {"auto", "on", "off"});
+  auto& ls = o.loss_scaling;
+  ls.init_scale = r.number("loss_scale_init", ls.init_scale, 1.0, 1e30, "initial loss scale (2^16)");
+  ls.growth_interval = r.integer(
+      "loss_scale_growth_interval", ls.growth_interval, 1, INT64_MAX,
+      "clean steps in a row after which the loss scale doubles");
   return t;
 }
 

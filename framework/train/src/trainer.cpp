@@ -87,21 +87,26 @@ auto timed(double& total, c10::Device device, F&& f) {
 }
 
 // The train row of a train.update_schedule per_batch epoch: each metric's mean over the batches'
-// updates, except `updates`, the optimizer's running count of steps (every algorithm reports
-// it), whose mean would be no count at all: it keeps its value after the last batch. One batch
-// gives its metrics unchanged (v / 1 == v), so per_batch at one batch logs what epoch logs.
+// updates, except the optimizer's running state (`updates`, the running count of steps every
+// algorithm reports, and under loss scaling `loss_scale` and `skipped_updates`), whose mean
+// would be no count at all: it keeps its value after the last batch. One batch gives its metrics
+// unchanged (v / 1 == v), so per_batch at one batch logs what epoch logs.
+bool is_running_state(const std::string& metric) {
+  return metric == "updates" || metric == "loss_scale" || metric == "skipped_updates";
+}
+
 Metrics mean_over_batches(const std::vector<Metrics>& batches) {
   Metrics out;
   std::map<std::string, std::int64_t> count;
   for (const auto& metrics : batches) {
     for (const auto& [k, v] : metrics) {
       auto [it, fresh] = out.emplace(k, v);
-      if (!fresh) it->second = k == "updates" ? v : it->second + v;
+      if (!fresh) it->second = is_running_state(k) ? v : it->second + v;
       ++count[k];
     }
   }
   for (auto& [k, v] : out) {
-    if (k != "updates") v /= static_cast<double>(count[k]);
+    if (!is_running_state(k)) v /= static_cast<double>(count[k]);
   }
   return out;
 }
@@ -517,7 +522,9 @@ Trainer::Trainer(Manifest manifest, TrainerOptions options) : impl_(std::make_un
   s.dir = s.opts.output_dir.empty() ? (fs::path(s.m.output.dir) / s.m.name).string() : s.opts.output_dir;
   s.c = build_components(s.m, ComponentSet::kTraining);
   if (s.m.eval.every > 0) evaluation_prompts(s.m, s.c);  // an empty set fails here, not after an epoch
-  s.optimizer = std::make_unique<Optimizer>(s.c.model->trainable_parameters(), s.m.train.optimizer);
+  OptimizerOptions optimizer = s.m.train.optimizer;
+  optimizer.loss_scaling.enabled = loss_scaling_enabled(s.m.train.loss_scaling, s.c.model->trained_dtype());
+  s.optimizer = std::make_unique<Optimizer>(s.c.model->trainable_parameters(), optimizer);
   if (s.dist) {
     // Data parallel: each update applies the mean of the ranks' accumulated gradients.
     auto* dist = s.dist.get();

@@ -240,6 +240,7 @@ class SDUNetModel final : public Model {
     device_ = device;
   }
 
+  at::ScalarType trained_dtype() const override { return dtype_; }
   bool has_adapter() const override { return options_.lora_rank > 0; }
 
   void set_adapter_enabled(bool enabled) override {

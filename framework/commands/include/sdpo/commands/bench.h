@@ -39,7 +39,11 @@ struct BenchReport {
   std::int64_t grad_forwards = 0;  ///< of which with grad mode on
   std::int64_t backwards = 0;      ///< backward passes through a forward's output
   double bare_seconds = 0;         ///< the bare libtorch loop doing the same calls
-  double device_seconds = 0;       ///< device_seconds over the timed epochs (sdpo/train/clocks.h)
+  /// Its two parts, replayed one after the other: the forwards without grad (sampling, the
+  /// update's old-policy or reference forwards) and those with grad with their backwards.
+  double bare_no_grad_seconds = 0;
+  double bare_grad_seconds = 0;
+  double device_seconds = 0;  ///< device_seconds over the timed epochs (sdpo/train/clocks.h)
 
   /// epoch seconds / bare-loop seconds (the ratio: decoding and rewards count as overhead).
   double overhead_ratio() const { return times.epoch / bare_seconds; }

@@ -64,6 +64,7 @@ class SDPO_API CountingModel final : public Model {
   }
   void set_training(bool training) override { inner_->set_training(training); }
   void to(c10::Device device) override { inner_->to(device); }
+  at::ScalarType trained_dtype() const override { return inner_->trained_dtype(); }
   bool has_adapter() const override { return inner_->has_adapter(); }
   void set_adapter_enabled(bool enabled) override { inner_->set_adapter_enabled(enabled); }
 

@@ -49,6 +49,11 @@ class SDPO_API Model {
   virtual void set_training(bool training) = 0;
   virtual void to(c10::Device device) = 0;
 
+  /// The dtype the gradients flow through on the way to the trainable parameters: the frozen
+  /// base's compute dtype under an adapter. float16 here turns on loss scaling by default
+  /// (train.loss_scaling "auto", sdpo/core/loss_scaler.h).
+  virtual at::ScalarType trained_dtype() const { return at::kFloat; }
+
   /// Whether the trainable parameters are an adapter (LoRA) over frozen pretrained weights.
   virtual bool has_adapter() const { return false; }
   /// Switches the adapter off (forward() is then the pretrained model's) or back on. Called only

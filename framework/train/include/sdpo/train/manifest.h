@@ -32,6 +32,10 @@ struct TrainOptions {
   /// the batches (`updates`, a running count, after the last), counters, rewards and phase
   /// times over the whole epoch. Identical to "epoch" when n_b = 1.
   std::string update_schedule = "epoch";
+  /// "auto": dynamic loss scaling (sdpo/core/loss_scaler.h) exactly when the policy's trained
+  /// path computes in float16 (Model::trained_dtype); "on" / "off" force it. The scale's
+  /// settings are optimizer.loss_scaling's.
+  std::string loss_scaling = "auto";
 
   /// Reads the manifest's `train` section (Manifest::parse calls finish()).
   static TrainOptions read(OptionReader& r);
