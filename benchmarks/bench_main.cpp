@@ -10,6 +10,7 @@
 int main(int argc, char** argv) {
   sdpo::PluginLoader(sdpo::Registry::global()).load_default();
   sdpo::bench::register_dense_reward_benchmarks();
+  sdpo::bench::register_sampling_benchmarks();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

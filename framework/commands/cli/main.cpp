@@ -20,6 +20,7 @@
 #include "sdpo/train/components.h"
 #include "sdpo/train/evaluation.h"
 #include "sdpo/train/image_io.h"
+#include "sdpo/train/sampling.h"
 #include "sdpo/train/threads.h"
 #include "sdpo/train/trainer.h"
 
@@ -243,7 +244,8 @@ int cmd_sample(const std::vector<std::string>& args) {
       throw sdpo::Error("sample: --steps expects comma-separated integers, got '" + steps + "'");
     }
     step_list.push_back(n);
-    columns.push_back(sdpo::generate_images(c, prompts, seeds, n, c10::Device(m.device)).cpu());
+    const c10::Device device(m.device);
+    columns.push_back(sdpo::generate_images(c, prompts, seeds, n, device, m.sample.forward_batch).cpu());
   }
   auto grid = sdpo::image_grid(at::stack(columns, 1).flatten(0, 1), static_cast<std::int64_t>(columns.size()), 2, 2);
   sdpo::png_write(out, grid);

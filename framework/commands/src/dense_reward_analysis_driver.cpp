@@ -148,7 +148,8 @@ DenseRewardAnalysis analyze_dense_rewards(const Manifest& m, const DenseRewardAn
     noise_shape.insert(noise_shape.end(), shape.begin(), shape.end());
     auto x_T = at::randn(noise_shape, gen) * c.sampler->init_noise_sigma();
     auto cond = c.text_encoder->encode(prompts);
-    Trajectories tr = sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), T, gen, true);
+    Trajectories tr =
+        sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), T, gen, true, m.sample.forward_batch);
 
     // The target (9.1 "50 queries"): q(k) = R(decode(x̂^(k))) for every step, one decode per step.
     std::vector<at::Tensor> columns;

@@ -22,7 +22,8 @@ at::Tensor generate_images(
     const std::vector<std::string>& prompts,
     const std::vector<std::int64_t>& seeds,
     std::int64_t steps,
-    c10::Device device) {
+    c10::Device device,
+    std::int64_t forward_batch) {
   TORCH_CHECK(prompts.size() == seeds.size(), "generate_images: one seed per prompt");
   at::NoGradGuard no_grad;
   const auto shape = c.model->latent_shape();
@@ -44,7 +45,7 @@ at::Tensor generate_images(
     auto x_T = at::cat(
         std::vector<at::Tensor>(noise.begin() + static_cast<long>(start), noise.begin() + static_cast<long>(end)), 0);
     auto cond = c.text_encoder->encode(p);
-    auto tr = sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), steps, step_gen, false);
+    auto tr = sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), steps, step_gen, false, forward_batch);
     images.push_back(c.decoder->decode(tr.pred_x0.select(1, tr.pred_x0.size(1) - 1)));
   }
   return at::cat(images, 0);
@@ -92,7 +93,7 @@ EvalResult evaluate_model(const Manifest& m, Components& c, c10::Device device, 
   for (auto steps : e.steps) {
     at::Tensor images, scores;
     if (!my_prompts.empty()) {
-      images = generate_images(c, my_prompts, my_seeds, steps, device);
+      images = generate_images(c, my_prompts, my_seeds, steps, device, m.sample.forward_batch);
       at::NoGradGuard no_grad;
       scores = c.reward->score(images, my_prompts).to(at::kDouble).cpu();
     } else {

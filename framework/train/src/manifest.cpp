@@ -217,6 +217,9 @@ SampleOptions SampleOptions::read(OptionReader& r, const json::value* steps) {
     o.steps = r.integer("steps", o.steps, 1, 1000, "denoising steps per training trajectory (T)");
   }
   o.guidance = r.number("guidance", o.guidance, 0.0, 100.0, "classifier-free guidance scale");
+  o.forward_batch = r.integer(
+      "forward_batch", o.forward_batch, 0, 1 << 20,
+      "latents per model call in sampling and evaluation (0: the whole batch in one call)");
   return o;
 }
 

@@ -40,6 +40,7 @@
 #include "sdpo/train/reference_model.h"
 #include "sdpo/train/run_file.h"
 #include "sdpo/train/run_folder.h"
+#include "sdpo/train/run_lock.h"
 #include "sdpo/train/sampling.h"
 #include "sdpo/train/threads.h"
 
@@ -303,7 +304,8 @@ struct Trainer::Impl {
         auto copy = prompts;
         prompts.insert(prompts.end(), copy.begin(), copy.end());
       }
-      Trajectories tr = sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), T, gen, true);
+      Trajectories tr =
+          sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), T, gen, true, m.sample.forward_batch);
       sampling.stop();
       const std::int64_t N = x_T.size(0);
       QueryPlan plan;

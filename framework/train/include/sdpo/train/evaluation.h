@@ -30,13 +30,15 @@ struct EvalResult {
 
 /// Generates one image per prompt with `steps` sampling steps. Image i starts from noise drawn
 /// by a generator seeded with seeds[i]; the same seed gives the same initial noise at every
-/// step count. Returns (N, 3, H, W) in [0, 1].
+/// step count. `forward_batch`: latents per model call (sdpo/train/sampling.h; 0: all).
+/// Returns (N, 3, H, W) in [0, 1].
 at::Tensor generate_images(
     Components& c,
     const std::vector<std::string>& prompts,
     const std::vector<std::int64_t>& seeds,
     std::int64_t steps,
-    c10::Device device);
+    c10::Device device,
+    std::int64_t forward_batch = 0);
 
 /// The evaluation prompts: eval.prompt_set of the prompt source, cut to eval.max_prompts. An empty
 /// set throws a ManifestError at eval.prompt_set (the trainer checks it before the first epoch).

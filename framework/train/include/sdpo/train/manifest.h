@@ -49,6 +49,9 @@ struct SampleOptions {
   /// `sample.steps` is an integer (no draw).
   std::vector<std::int64_t> step_choices;
   double guidance = 1.0;  ///< classifier-free guidance scale w (1: none; sdpo/train/guidance.h)
+  /// Latents per model call in sampling and evaluation (0: the whole batch in one call). Other
+  /// values change the samples at float round-off only (sdpo/train/sampling.h).
+  std::int64_t forward_batch = 0;
 
   /// Reads the `sample` section; `steps` is its raw `steps` value (a list: mixed-step training).
   static SampleOptions read(OptionReader& r, const boost::json::value* steps);
