@@ -34,11 +34,13 @@ const char* kUsage = R"(sdpo: RL fine-tuning of few-step diffusion models (SDPO,
 usage: sdpo <command> [options]
 
 commands:
-  train MANIFEST [--output DIR] [--resume] [--set json.path=value ...]
+  train MANIFEST [--output DIR] [--resume | --overwrite] [--set json.path=value ...]
         train with the manifest's algorithm; writes DIR (default <output.dir>/<name>) with
         run.h5, manifest.json, checkpoints/epoch_<k>/ and samples_epoch_<k>.png. --resume
         continues DIR from its last checkpoint exactly as if it had never stopped (the manifest
-        may change only train.epochs, output.progress, output.dir, name and description)
+        may change only train.epochs, output.progress, output.dir, name and description);
+        a DIR that holds a run is refused without --resume or --overwrite (replace it), and
+        one that another process is writing is refused always (DIR/.sdpo.lock names it)
   launch --nproc N [--port P] [--timeout S] [--grace S] [--log-dir DIR] MANIFEST [train options]
         data parallel on this machine: start N processes of `sdpo train MANIFEST [train options]`
         as ranks 0..N-1 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set; a free port
@@ -110,6 +112,13 @@ int take_threads_option(std::vector<std::string>& args) {
   return requested;
 }
 
+// --output DIR / --out FILE: given, it must name something ("" would silently mean the default).
+po::typed_value<std::string>* path_value(std::string* target, const char* option) {
+  return po::value(target)->notifier([option](const std::string& v) {
+    if (v.empty()) throw sdpo::Error(std::string("--") + option + " must name a path, got an empty string");
+  });
+}
+
 std::vector<std::string> split_csv(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
@@ -171,8 +180,9 @@ sdpo::Manifest manifest_command(const std::vector<std::string>& args, po::option
 int cmd_train(const std::vector<std::string>& args) {
   po::options_description d("train");
   sdpo::TrainerOptions options;
-  d.add_options()("output", po::value(&options.output_dir), "run folder")(
-      "resume", po::bool_switch(&options.resume), "continue the run folder from its last checkpoint");
+  d.add_options()("output", path_value(&options.output_dir, "output"), "run folder")(
+      "resume", po::bool_switch(&options.resume), "continue the run folder from its last checkpoint")(
+      "overwrite", po::bool_switch(&options.overwrite), "replace the run the folder holds");
   auto manifest = manifest_command(args, d);  // fills `options` too
   sdpo::Trainer trainer(std::move(manifest), options);
   trainer.run();
@@ -196,7 +206,7 @@ int cmd_experiment(const std::vector<std::string>& args) {
   d.add_options()("experiment", po::value(&file)->required(), "experiment manifest")(
       "dry-run", po::bool_switch(&options.dry_run), "list the runs and their estimated cost; run nothing")(
       "only", po::value(&options.only), "run only the runs whose name matches (glob or substring)")(
-      "output", po::value(&output), "folder of the run folders and index.json")(
+      "output", path_value(&output, "output"), "folder of the run folders and index.json")(
       "set", po::value<std::vector<std::string>>()->composing(), "json.path=value override for every run");
   po::positional_options_description pos;
   pos.add("experiment", 1);
@@ -218,7 +228,8 @@ int cmd_sample(const std::vector<std::string>& args) {
       "prompt", po::value<std::vector<std::string>>()->composing()->required(), "prompt (repeatable)")(
       "steps", po::value(&steps), "comma-separated step counts")("seed", po::value(&seed), "seed")(
       "manifest", po::value(&manifest_path), "manifest (default: the checkpoint's run manifest)")(
-      "out", po::value(&out), "output PNG")("set", po::value<std::vector<std::string>>()->composing(), "override");
+      "out", path_value(&out, "out"), "output PNG")(
+      "set", po::value<std::vector<std::string>>()->composing(), "override");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(d).run(), vm);
   po::notify(vm);
@@ -265,7 +276,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   po::options_description d("bench");
   sdpo::BenchOptions o;
   d.add_options()("epochs", po::value(&o.epochs), "timed epochs (after one warm-up epoch)")(
-      "output", po::value(&o.output_dir), "run folder (default: a temporary folder, removed)");
+      "output", path_value(&o.output_dir, "output"), "run folder (default: a temporary folder, removed)");
   auto manifest = manifest_command(args, d);
   std::cout << sdpo::format_bench_report(sdpo::run_bench(manifest, o));
   return 0;
@@ -277,7 +288,7 @@ int cmd_analyze(const std::vector<std::string>& args) {
   }
   po::options_description d("analyze dense-rewards");
   sdpo::DenseRewardAnalysisOptions o;
-  d.add_options()("output", po::value(&o.output_dir), "folder for the CSV and HDF5 files")(
+  d.add_options()("output", path_value(&o.output_dir, "output"), "folder for the CSV and HDF5 files")(
       "trajectories", po::value(&o.trajectories), "trajectories to sample (0: one training epoch's worth)");
   auto manifest = manifest_command(std::vector<std::string>(args.begin() + 1, args.end()), d);
   auto a = sdpo::analyze_dense_rewards(manifest, o);

@@ -565,7 +565,9 @@ void Trainer::run() {
 
 void Trainer::Impl::run() {
   auto& s = *this;
-  if (s.writes()) fs::create_directories(s.dir);
+  // The folder is this process's while it writes it (a second writer is refused, naming us).
+  std::unique_ptr<RunFolderLock> lock;
+  if (s.writes()) lock = std::make_unique<RunFolderLock>(s.dir);
   const std::string run_path = (fs::path(s.dir) / "run.h5").string();
   s.resumed_from = s.opts.resume ? last_checkpoint_epoch(s.dir) : 0;
   if (s.dist) {
@@ -581,6 +583,14 @@ void Trainer::Impl::run() {
       s.resume_state_only();
     }
   } else if (s.writes()) {
+    const std::int64_t old_checkpoints = last_checkpoint_epoch(s.dir);
+    if (!s.opts.resume && !s.opts.overwrite && (fs::exists(run_path) || old_checkpoints > 0)) {
+      throw Error(
+          s.dir + " already holds a run (" +
+          (fs::exists(run_path) ? "run.h5" + std::string(old_checkpoints > 0 ? " and " : "") : std::string()) +
+          (old_checkpoints > 0 ? "a checkpoint at epoch " + std::to_string(old_checkpoints) : std::string()) +
+          "); pass --resume to continue it or --overwrite to replace it, or write to another --output");
+    }
     if (s.opts.resume && fs::exists(run_path)) {
       std::cerr << "no complete checkpoint in " << s.dir << ": starting the run afresh\n";
     }

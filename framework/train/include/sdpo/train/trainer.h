@@ -56,6 +56,10 @@ struct TrainerOptions {
   /// run's only in resume_free_keys() (e.g. a larger train.epochs); otherwise run() throws a
   /// ManifestError naming the keys. A folder without a checkpoint starts afresh.
   bool resume = false;
+  /// Without `resume`, a folder that already holds a run (run.h5 or a checkpoint) is refused;
+  /// with `overwrite` the new run replaces it. Either way a folder another process is writing is
+  /// refused (sdpo/train/run_lock.h).
+  bool overwrite = false;
   /// Called after every completed epoch (logged, evaluated, checkpointed if due) with the
   /// counters. An exception from it stops the run like any other error: the run file is closed
   /// and the last checkpoint stays (how tests interrupt a run; how `sdpo experiment` reports).
