@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libbenchmark-dev
   python3-h5py python3-matplotlib
   python3-numpy  # rewards/reward_server/example_server.py and its tests (/usr/bin/python3)
+  python3-torch  # benchmarks/python_reference: the Python peer's checks (ctest python_peer_math, python_peer_toy_unet)
 )
 
 missing=()

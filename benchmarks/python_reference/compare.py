@@ -1,12 +1,16 @@
 #!/usr/bin/python3
-"""Times the framework (`sdpo bench`) against the Python peer (peer.py) on one TorchScript model.
+"""Times the framework (`sdpo bench`) against the Python peer (peer.py) on one model.
 
-1. Builds the TorchScript policy with toy_policy.py (fixed seed: the same file each time).
+1. --model toy_policy (default): builds the TorchScript policy with toy_policy.py (fixed seed: the
+   same file each time); the framework runs it through its `torchscript` plugin, the peer through
+   torch.jit.load. --model toy_unet: the framework's own C++ `toy_unet` on the shipped checkpoint
+   experiments/assets/toy_unet.safetensors, the peer the eager PyTorch module of toy_unet.py
+   loaded from the same file.
 2. Writes a framework manifest derived from experiments/toy/quickstart.json (sdpo) or
-   experiments/toy/ddpo.json (ddpo): model `torchscript` on that file (epsilon, 3x32x32), text
-   encoder `toy_text` with dim 64, max_words 12, layers 0 and no checkpoint, and the epoch shape
-   given here (T, pairs or trajectories per batch, batches, train batch, accumulation). The
-   trajectory arrays are not written to run.h5 (the reference scripts keep none either).
+   experiments/toy/ddpo.json (ddpo): that model (epsilon, 3x32x32), text encoder `toy_text` with
+   dim 64, max_words 12, layers 0 and no checkpoint, and the epoch shape given here (T, pairs or
+   trajectories per batch, batches, train batch, accumulation). The trajectory arrays are not
+   written to run.h5 (the reference scripts keep none either).
 3. For each of --rounds rounds, runs `sdpo bench MANIFEST --epochs N --threads K` and
    `peer.py ... --epochs N --warmup 1 --threads K` with the same shape, hyperparameters and seed,
    both with OPENBLAS_NUM_THREADS=1; the order alternates between rounds so that a drift of the
@@ -21,7 +25,7 @@ training loop). "total" is the epoch's wall time on both sides (rewards, advanta
 included).
 
 Usage: OPENBLAS_NUM_THREADS=1 /usr/bin/python3 benchmarks/python_reference/compare.py \
-           --algorithm sdpo --rounds 3 --epochs 2
+           --algorithm sdpo --rounds 3 --epochs 2 [--model toy_unet]
 """
 import argparse
 import json
@@ -35,6 +39,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 PY = sys.executable  # the interpreter running this script (Debian's /usr/bin/python3, with torch)
+TOY_UNET_CHECKPOINT = os.path.join(ROOT, "experiments", "assets", "toy_unet.safetensors")
 
 # The epoch shape of issue 17's measurement: T = 20, 8 pairs, training batch 2, accumulation 2 for
 # SDPO; DDPO with the paper's fair-comparison rule (App. A: the paired methods halve DDPO's
@@ -46,18 +51,21 @@ DEFAULTS = {
 }
 
 
-def write_manifest(algorithm, model_file, shape, path, model_config=None):
+def write_manifest(algorithm, model_file, shape, path, model_config=None, model="toy_policy", forward_batch=0):
     base = os.path.join(ROOT, "experiments", "toy", "quickstart.json" if algorithm == "sdpo" else "ddpo.json")
     with open(base) as f:
         m = json.load(f)
     m["name"] = f"python_peer_compare_{algorithm}"
-    m["description"] = (f"benchmarks/python_reference/compare.py: {os.path.basename(base)} on the TorchScript "
-                        f"toy policy, epoch shape {shape}, against the Python peer")
+    on = "the TorchScript toy policy" if model == "toy_policy" else "the C++ toy_unet on the shipped checkpoint"
+    m["description"] = (f"benchmarks/python_reference/compare.py: {os.path.basename(base)} on {on}, "
+                        f"epoch shape {shape}, against the Python peer")
     if model_config:
         # A toy_unet variant instead of the TorchScript file (then the peer has no same model: the
         # comparison is framework-only).
         with open(model_config) as f:
             m["model"] = json.load(f)
+    elif model == "toy_unet":
+        m["model"] = {"name": "toy_unet", "options": {"checkpoint": TOY_UNET_CHECKPOINT}}
     else:
         m["model"] = {"name": "torchscript",
                       "options": {"file": model_file, "prediction_type": "epsilon", "latent_shape": [3, 32, 32]}}
@@ -69,6 +77,8 @@ def write_manifest(algorithm, model_file, shape, path, model_config=None):
     t["train_batch_size"] = shape["train_batch"]
     t["gradient_accumulation"] = shape["accumulation"]
     m.setdefault("output", {})["save_trajectories"] = False
+    if forward_batch:
+        m["sample"]["forward_batch"] = forward_batch  # sampling's model calls in chunks of this many latents
     with open(path, "w") as f:
         json.dump(m, f, indent=2)
     return m
@@ -154,8 +164,13 @@ def main():
     ap.add_argument("--batches", type=int, help="sampling batches per epoch")
     ap.add_argument("--train-batch", type=int)
     ap.add_argument("--accumulation", type=int)
+    ap.add_argument("--model", choices=["toy_policy", "toy_unet"], default="toy_policy",
+                    help="toy_policy: the TorchScript file of toy_policy.py on both sides; toy_unet: the framework's "
+                         "C++ toy_unet and the peer's eager module of toy_unet.py, on the shipped checkpoint")
     ap.add_argument("--model-config", help="JSON of a framework model component (e.g. a toy_unet variant): "
-                                          "times only the framework with it; the peer needs the TorchScript file")
+                                          "times only the framework with it; the peer has no same model")
+    ap.add_argument("--forward-batch", type=int, default=0,
+                    help="the framework's sample.forward_batch (0: its default, one model call per step)")
     ap.add_argument("--workdir", help="where the model file and manifest go (default: a temporary folder)")
     a = ap.parse_args()
 
@@ -167,13 +182,17 @@ def main():
             shape[k] = getattr(a, k)
     work = a.workdir or tempfile.mkdtemp(prefix="sdpo_python_peer_")
     os.makedirs(work, exist_ok=True)
-    model_file = os.path.join(work, "toy_policy.pt")
+    model_file = os.path.join(work, "toy_policy.pt") if a.model == "toy_policy" else "toy_unet:" + TOY_UNET_CHECKPOINT
     manifest = os.path.join(work, f"manifest_{a.algorithm}.json")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     env.pop("SDPO_THREADS", None)
     env.pop("OMP_NUM_THREADS", None)  # both sides get --threads explicitly
-    print(run([PY, os.path.join(HERE, "toy_policy.py"), model_file], env).strip())
-    m = write_manifest(a.algorithm, model_file, shape, manifest, a.model_config)
+    if a.model == "toy_policy":
+        print(run([PY, os.path.join(HERE, "toy_policy.py"), model_file], env).strip())
+    else:
+        print(f"toy_unet: {os.path.relpath(TOY_UNET_CHECKPOINT, ROOT)}; framework plugin toy_unet, peer the eager "
+              f"module of toy_unet.py")
+    m = write_manifest(a.algorithm, model_file, shape, manifest, a.model_config, a.model, a.forward_batch)
     n_traj = shape["pairs"] * shape["batches"] * (2 if a.algorithm == "sdpo" else 1)
     print(f"{a.algorithm}: T = {shape['steps']}, {shape['pairs']} {'pairs' if a.algorithm == 'sdpo' else 'trajectories'}"
           f" x {shape['batches']} batch(es) ({n_traj} trajectories), train batch {shape['train_batch']}, "

@@ -2,9 +2,11 @@
 """The Python peer: SDPO and DDPO training loops in the structure of the official Python scripts.
 
 This is our own code (nothing is copied); it reproduces the *structure* of the reference training
-scripts, as research/algorithms.md describes them, around a TorchScript policy, so that
-`compare.py` can time the C++ framework against "what a user of the Python stacks runs" on the
-very same model file:
+scripts, as research/algorithms.md describes them, around a policy that the framework runs too,
+so that `compare.py` can time the C++ framework against "what a user of the Python stacks runs" on
+the very same model: a TorchScript file (toy_policy.py; the framework's `torchscript` plugin loads
+the same file), or `toy_unet:FILE.safetensors`, the eager PyTorch module of toy_unet.py with those
+weights (the framework's C++ `toy_unet` on the same checkpoint). Every parameter trains.
 
   SDPO  (ZiyiZhang27/sdpo, scripts/train_sdpo.py; algorithms.md section 7)
     - sampling: per sampling batch, two pipeline calls (`pipeline_with_logprob` here, standing for
@@ -36,6 +38,7 @@ Prints one JSON line per epoch: {"epoch", "warmup", "sampling_s", "training_s", 
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -480,10 +483,23 @@ def ddpo_epoch(a, model, text, ac, tracker, acc, counts):
             "reward_mean": float(rewards.mean()), "loss": float(torch.stack([x[0] for x in info]).mean())}
 
 
+def load_model(spec):
+    """A TorchScript file (torch.jit.load), or toy_unet:FILE.safetensors: the eager ToyUNet of
+    toy_unet.py (the framework's default options) loaded strictly from FILE."""
+    if spec.startswith("toy_unet:"):
+        sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import toy_unet
+        return toy_unet.from_safetensors(spec[len("toy_unet:"):])
+    return torch.jit.load(spec)
+
+
 def main():
     ap = argparse.ArgumentParser(description="Python peer of the SDPO / DDPO reference training loops")
     ap.add_argument("--algorithm", choices=["sdpo", "ddpo"], default="sdpo")
-    ap.add_argument("--model", required=True, help="TorchScript file (toy_policy.py)")
+    ap.add_argument("--model", required=True,
+                    help="TorchScript file (toy_policy.py), or toy_unet:FILE.safetensors (the eager module of "
+                         "toy_unet.py with those weights)")
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs")
     ap.add_argument("--warmup", type=int, default=1, help="untimed epochs first (sdpo bench runs 1)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
@@ -514,7 +530,7 @@ def main():
     random.seed(a.seed)
     np.random.seed(a.seed)
     torch.manual_seed(a.seed)
-    model = torch.jit.load(a.model)
+    model = load_model(a.model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), weight_decay=a.weight_decay, eps=1e-8)
     counts = Counts()
