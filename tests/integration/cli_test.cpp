@@ -47,6 +47,14 @@ TEST(Cli, UnknownCommandAndMissingManifestFailCleanly) {
   EXPECT_NE(r.output.find("/nonexistent/m.json: cannot open manifest"), std::string::npos) << r.output;
 }
 
+TEST(Cli, SampleNamesAMissingCheckpointFolder) {
+  auto r = run("sample --checkpoint /nonexistent/run/checkpoints/epoch_3 --prompt x");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/run/checkpoints/epoch_3: --checkpoint: no such folder"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("manifest.json"), std::string::npos) << r.output;
+}
+
 TEST(Cli, UnknownComponentListsRegisteredNames) {
   auto dir = sdpo::test::temp_dir("cli");
   auto r =
@@ -90,7 +98,7 @@ TEST(Cli, TrainWritesToOutputAndSampleReadsTheCheckpoint) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/grid.png"));
   r = run("sample --checkpoint " + dir + "/run/checkpoints/epoch_9 --prompt x --out " + dir + "/g.png");
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.output.find("checkpoint folder not found"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch_9: --checkpoint: no such folder"), std::string::npos) << r.output;
 }
 
 TEST(Cli, AnalyzeDenseRewardsPrintsAndWritesTheTable) {

@@ -250,6 +250,17 @@ TEST(Distributed, MalformedEnvironmentIsRefused) {
   r = run_cli("", "launch " + manifest);
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "--nproc N")) << r.output;
+  // Far more ranks than cores, or than any machine's process table: refused before any start.
+  r = run_cli("", "launch --nproc 100000 " + manifest);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "--nproc 100000 is more than")) << r.output;
+  EXPECT_TRUE(contains(r.output, "--oversubscribe")) << r.output;
+  r = run_cli("", "launch --oversubscribe --nproc 5000 " + manifest);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "is more than 4096 (the limit)")) << r.output;
+  r = run_cli("", "launch --nproc 2.5 " + manifest);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_FALSE(contains(r.output, "ranks, MASTER_ADDR")) << r.output;
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "sdpo/commands/bench.h"
 #include "sdpo/commands/dense_reward_analysis_driver.h"
@@ -41,7 +43,8 @@ commands:
         may change only train.epochs, output.progress, output.dir, name and description);
         a DIR that holds a run is refused without --resume or --overwrite (replace it), and
         one that another process is writing is refused always (DIR/.sdpo.lock names it)
-  launch --nproc N [--port P] [--timeout S] [--grace S] [--log-dir DIR] MANIFEST [train options]
+  launch --nproc N [--port P] [--timeout S] [--grace S] [--log-dir DIR] [--oversubscribe] MANIFEST
+         [train options]
         data parallel on this machine: start N processes of `sdpo train MANIFEST [train options]`
         as ranks 0..N-1 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set; a free port
         unless --port). Each rank samples its own prompts; rewards are gathered and gradients
@@ -233,6 +236,12 @@ int cmd_sample(const std::vector<std::string>& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(d).run(), vm);
   po::notify(vm);
+  if (checkpoint != "base" && !fs::is_directory(checkpoint)) {
+    throw sdpo::FileError(
+        checkpoint, fs::exists(checkpoint)
+                        ? "--checkpoint expects a checkpoint folder (RUN/checkpoints/epoch_<k>), not a file"
+                        : "--checkpoint: no such folder (expected RUN/checkpoints/epoch_<k>, or 'base')");
+  }
   if (manifest_path.empty()) {
     if (checkpoint == "base") throw sdpo::Error("sample: --checkpoint base needs --manifest");
     manifest_path = (fs::path(checkpoint).parent_path().parent_path() / "manifest.json").string();
@@ -302,6 +311,8 @@ int cmd_analyze(const std::vector<std::string>& args) {
 int cmd_launch(const std::vector<std::string>& args, const sdpo::ThreadSettings& threads) {
   sdpo::LaunchOptions o;
   o.nproc = 0;
+  bool oversubscribe = false;
+  double nproc = 0;
   std::size_t i = 0;
   auto value = [&](const std::string& name) -> std::string {
     if (i + 1 >= args.size()) throw po::error("launch: " + name + " needs a value");
@@ -320,7 +331,9 @@ int cmd_launch(const std::vector<std::string>& args, const sdpo::ThreadSettings&
   for (; i < args.size() && args[i].rfind("--", 0) == 0; ++i) {
     const auto& a = args[i];
     if (a == "--nproc") {
-      o.nproc = static_cast<int>(number(a));
+      nproc = number(a);
+    } else if (a == "--oversubscribe") {
+      oversubscribe = true;
     } else if (a == "--port") {
       o.master_port = static_cast<int>(number(a));
     } else if (a == "--timeout") {
@@ -333,7 +346,18 @@ int cmd_launch(const std::vector<std::string>& args, const sdpo::ThreadSettings&
       throw po::error("launch: unknown option '" + a + "' before the manifest (train options go after it)");
     }
   }
-  if (o.nproc < 1) throw po::error("launch: --nproc N (N >= 1) is required");
+  if (!(nproc >= 1) || nproc != std::floor(nproc)) throw po::error("launch: --nproc N (an integer N >= 1) is required");
+  // Ranks of one machine share its cores: beyond 4 per hardware thread each gets too little to
+  // make progress (and 100000 processes would exhaust the process table first).
+  const double cores = std::max(1U, std::thread::hardware_concurrency());
+  const double cap = oversubscribe ? 4096 : 4 * cores;
+  if (nproc > cap) {
+    throw po::error(
+        "launch: --nproc " + std::to_string(static_cast<long long>(std::min(nproc, 1e18))) + " is more than " +
+        std::to_string(static_cast<long long>(cap)) +
+        (oversubscribe ? " (the limit)" : " (4 per hardware thread here; --oversubscribe allows up to 4096)"));
+  }
+  o.nproc = static_cast<int>(nproc);
   // N ranks on one machine share its cores; a count the user gave is each rank's.
   o.threads_per_rank = threads.source == "hardware" ? std::max(1, threads.intra_op / o.nproc) : threads.intra_op;
   if (i >= args.size()) throw po::error("launch: a MANIFEST is required");
@@ -373,11 +397,9 @@ int main(int argc, char** argv) {
   } catch (const sdpo::Error& e) {
     std::cerr << "sdpo " << cmd << ": error: " << e.what() << "\n";
     return 1;
-  } catch (const c10::Error& e) {
-    std::cerr << "sdpo " << cmd << ": error: " << e.what_without_backtrace() << "\n";
-    return 1;
   } catch (const std::exception& e) {
-    std::cerr << "sdpo " << cmd << ": error: " << e.what() << "\n";
+    // c10::Error (backtrace only with SDPO_DEBUG=1), std::bad_alloc ("out of memory"), the rest.
+    std::cerr << "sdpo " << cmd << ": error: " << sdpo::error_message(e) << "\n";
     return 1;
   }
 }

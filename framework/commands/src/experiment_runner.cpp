@@ -391,7 +391,7 @@ ExperimentReport run_experiment(const Experiment& e, const ExperimentOptions& o,
       print_status(o.progress, tag + ": complete");
     } catch (const std::exception& ex) {
       rec.state = "failed";
-      rec.error = ex.what();
+      rec.error = error_message(ex);
       rec.resume_from = last_checkpoint_epoch(run.dir);
       rec.updated_at = utc_timestamp();
       ++rep.failed;

@@ -1,6 +1,30 @@
 #include "sdpo/core/error.h"
 
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
 namespace sdpo {
+
+std::string error_message(const std::exception& e) {
+  const char* debug = std::getenv("SDPO_DEBUG");
+  const bool full = debug != nullptr && std::strcmp(debug, "1") == 0;
+  if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) {
+    std::string m = full ? ce->what() : ce->what_without_backtrace();
+    // libtorch's allocators say "not enough memory" (CPU) or "out of memory" (CUDA).
+    if (m.find("not enough memory") != std::string::npos || m.find("out of memory") != std::string::npos) {
+      m = "out of memory: " + m + " (lower train.batch_size, train.train_batch_size or sample.forward_batch)";
+    }
+    return m;
+  }
+  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) {
+    return std::string("out of memory (") + e.what() +
+           "): lower train.batch_size, train.train_batch_size or sample.forward_batch";
+  }
+  return e.what();
+}
 
 ManifestError::ManifestError(std::string file, std::string json_path, const std::string& message)
     : Error(file + ": " + (json_path.empty() ? std::string("(root)") : json_path) + ": " + message),

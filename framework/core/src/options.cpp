@@ -188,27 +188,6 @@ void OptionReader::finish() const {
   }
 }
 
-json::value json_parse_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError(path, "cannot open file (missing or unreadable)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
-  json::parse_options opt;
-  opt.allow_comments = true;
-  opt.allow_trailing_commas = true;
-  boost::system::error_code ec;
-  json::stream_parser p({}, opt);
-  std::size_t n = p.write_some(text.data(), text.size(), ec);
-  if (!ec) p.finish(ec);
-  if (ec) {
-    std::size_t line =
-        1 + static_cast<std::size_t>(std::count(text.begin(), text.begin() + std::min(n, text.size()), '\n'));
-    throw ManifestError(path, "", "invalid JSON at line " + std::to_string(line) + ": " + ec.message());
-  }
-  return p.release();
-}
-
 namespace {
 void pretty(std::ostream& os, const json::value& v, int indent) {
   std::string pad(static_cast<std::size_t>(indent), ' ');

@@ -1,10 +1,15 @@
 #include "sdpo/core/plugin.h"
 
+#include <elf.h>
+
 #include <algorithm>
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -30,6 +35,58 @@ std::string canonical(const std::string& path) {
   return ec ? path : p.string();
 }
 
+// dlopen maps a library's segments by its program headers without comparing them with the file's
+// size, so a truncated .so (an interrupted copy or build) is a SIGBUS on first touch instead of an
+// error. This reads the ELF header and the program headers and checks that the file is a shared
+// library for this machine and holds every byte its loadable segments and section table name.
+void check_elf(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) throw PluginLoadError(path, "cannot read its size: " + ec.message());
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw PluginLoadError(path, std::string("cannot open it: ") + std::strerror(errno));
+  Elf64_Ehdr h{};
+  if (size < sizeof h || !in.read(reinterpret_cast<char*>(&h), sizeof h) ||
+      std::memcmp(h.e_ident, ELFMAG, SELFMAG) != 0) {
+    throw PluginLoadError(
+        path, "not an ELF shared library (" + std::to_string(size) +
+                  " bytes, no ELF header): expected a .so built by sdpo_add_plugin");
+  }
+  if (h.e_ident[EI_CLASS] != ELFCLASS64 || h.e_ident[EI_DATA] != ELFDATA2LSB || h.e_type != ET_DYN) {
+    throw PluginLoadError(
+        path, "not a 64-bit little-endian ELF shared library (ELF type " + std::to_string(h.e_type) + ")");
+  }
+#if defined(__x86_64__)
+  constexpr Elf64_Half kMachine = EM_X86_64;
+#elif defined(__aarch64__)
+  constexpr Elf64_Half kMachine = EM_AARCH64;
+#else
+  const Elf64_Half kMachine = h.e_machine;
+#endif
+  if (h.e_machine != kMachine) {
+    throw PluginLoadError(path, "built for another machine (ELF e_machine " + std::to_string(h.e_machine) + ")");
+  }
+  auto truncated = [&](const std::string& what, std::uint64_t end) {
+    return PluginLoadError(
+        path, "truncated: " + what + " ends at byte " + std::to_string(end) + " but the file has " +
+                  std::to_string(size) + " bytes (an interrupted copy or build? rebuild or reinstall it)");
+  };
+  const std::uint64_t ph_end = h.e_phoff + static_cast<std::uint64_t>(h.e_phnum) * h.e_phentsize;
+  if (h.e_phentsize != sizeof(Elf64_Phdr) || ph_end > size) throw truncated("the program header table", ph_end);
+  if (h.e_shoff != 0) {
+    const std::uint64_t sh_end = h.e_shoff + static_cast<std::uint64_t>(h.e_shnum) * h.e_shentsize;
+    if (sh_end > size) throw truncated("the section header table", sh_end);
+  }
+  in.seekg(static_cast<std::streamoff>(h.e_phoff));
+  for (Elf64_Half i = 0; i < h.e_phnum; ++i) {
+    Elf64_Phdr ph{};
+    if (!in.read(reinterpret_cast<char*>(&ph), sizeof ph)) throw truncated("the program header table", ph_end);
+    if (ph.p_type == PT_LOAD && ph.p_offset + ph.p_filesz > size) {
+      throw truncated("loadable segment " + std::to_string(i), ph.p_offset + ph.p_filesz);
+    }
+  }
+}
+
 }  // namespace
 
 void PluginLoader::load(const std::string& path_in) {
@@ -39,6 +96,8 @@ void PluginLoader::load(const std::string& path_in) {
     return;
   }
   if (!fs::exists(path)) throw PluginLoadError(path, "file not found");
+  if (fs::is_directory(path)) throw PluginLoadError(path, "is a directory, not a plugin library");
+  check_elf(path);
 
   auto lib = std::make_shared<boost::dll::shared_library>();
   try {
@@ -46,7 +105,7 @@ void PluginLoader::load(const std::string& path_in) {
     // not mid-epoch. rtld_local: plugins never bind each other's symbols.
     lib->load(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
   } catch (const std::exception& e) {
-    throw PluginLoadError(path, std::string("cannot load library: ") + e.what());
+    throw PluginLoadError(path, std::string("cannot load library: ") + error_message(e));
   }
   if (!lib->has("sdpo_plugin_info") || !lib->has("sdpo_plugin_register")) {
     throw PluginLoadError(
@@ -82,7 +141,7 @@ void PluginLoader::load(const std::string& path_in) {
   } catch (const std::exception& e) {
     registry_.remove_file(path);
     registry_.set_current_file("<host>");
-    throw PluginLoadError(path, std::string("registration failed: ") + e.what());
+    throw PluginLoadError(path, std::string("registration failed: ") + error_message(e));
   }
   registry_.set_current_file("<host>");
   libraries().emplace(path, lib);

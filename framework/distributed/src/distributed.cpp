@@ -69,10 +69,7 @@ std::string seconds_text(std::chrono::milliseconds ms) {
 }
 
 // An exception's message without c10's C++ backtrace (what() of a c10::Error carries one).
-std::string cause_of(const std::exception& e) {
-  if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
-  return e.what();
-}
+std::string cause_of(const std::exception& e) { return error_message(e); }
 
 // libtorch 2.4 and later serve the TCPStore through libuv by default, but a libtorch built
 // without libuv (Debian 13's 2.6) refuses that default instead of falling back. The classic

@@ -33,6 +33,9 @@ void apply_override(json::object& root, const std::string& assignment, const std
   }
   std::string path = assignment.substr(0, eq);
   std::string text = assignment.substr(eq + 1);
+  if (path.front() == '.' || path.back() == '.' || path.find("..") != std::string::npos) {
+    throw ManifestError(file, path, "--set: the JSON path has an empty key (expected e.g. train.epochs=2)");
+  }
   json::value value;
   boost::system::error_code ec;
   value = json::parse(text, ec);

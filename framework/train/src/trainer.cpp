@@ -558,7 +558,7 @@ void Trainer::run() {
     impl_->run();
   } catch (const std::exception& e) {
     // Peers blocked in a collective then say which rank stopped and why (distributed.h).
-    if (impl_->dist) impl_->dist->report_failure(e.what());
+    if (impl_->dist) impl_->dist->report_failure(error_message(e));
     throw;
   }
 }
@@ -647,7 +647,7 @@ void Trainer::Impl::run() {
     const std::string when = epoch_done ? "after epoch " + std::to_string(s.counters.epoch)
                                         : "during epoch " + std::to_string(s.counters.epoch + 1);
     throw Error(
-        "run '" + s.m.name + "' stopped " + when + ": " + e.what() + " (run file " + run_path +
+        "run '" + s.m.name + "' stopped " + when + ": " + error_message(e) + " (run file " + run_path +
         " holds every completed epoch; " + "checkpoints in " + (fs::path(s.dir) / "checkpoints").string() + ")");
   }
   if (s.file) {

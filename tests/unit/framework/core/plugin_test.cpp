@@ -1,6 +1,9 @@
 // The plugin loader's refusals: each names the file and what is wrong, before any plugin code runs.
 #include "sdpo/core/plugin.h"
 
+#include <filesystem>
+#include <fstream>
+
 #include "sdpo/core/error.h"
 #include "support/test_support.h"
 
@@ -69,6 +72,44 @@ TEST(PluginLoader, BuiltPluginsAreRegisteredWithTheirFiles) {
       EXPECT_NE(e->file.find("sdpo_ddim.so"), std::string::npos);
     }
   }
+}
+
+// A built plugin's file (the ddim sampler's), to damage copies of.
+std::string ddim_plugin_file() {
+  for (const auto* e : sdpo::Registry::global().entries()) {
+    if (e->kind == "sampler" && e->name == "ddim") return e->file;
+  }
+  return "";
+}
+
+// A truncated .so would be a SIGBUS inside dlopen's mapping; the ELF check refuses it first,
+// at every cut: inside the ELF header, inside the program headers, inside a loadable segment.
+TEST(PluginLoader, TruncatedLibraryIsRefusedBeforeDlopen) {
+  sdpo::test::load_plugins_once();
+  const auto src = ddim_plugin_file();
+  ASSERT_FALSE(src.empty());
+  std::ifstream in(src, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_GT(bytes.size(), 4096u);
+  const auto dir = sdpo::test::temp_dir("plugin_truncated");
+  for (std::size_t cut : {std::size_t{10}, std::size_t{100}, bytes.size() / 2, bytes.size() - 1}) {
+    const auto path = dir + "/sdpo_cut_" + std::to_string(cut) + ".so";
+    std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(cut));
+    const auto e = load_error(path);
+    EXPECT_NE(e.find(path), std::string::npos) << e;
+    EXPECT_TRUE(e.find("truncated") != std::string::npos || e.find("no ELF header") != std::string::npos)
+        << "cut at " << cut << ": " << e;
+  }
+}
+
+TEST(PluginLoader, NonElfFileAndDirectoryAreNamed) {
+  const auto dir = sdpo::test::temp_dir("plugin_not_elf");
+  std::ofstream(dir + "/sdpo_text.so") << "this is not a library\n";
+  auto e = load_error(dir + "/sdpo_text.so");
+  EXPECT_NE(e.find("sdpo_text.so: not an ELF shared library"), std::string::npos) << e;
+  std::filesystem::create_directories(dir + "/sdpo_dir.so");
+  e = load_error(dir + "/sdpo_dir.so");
+  EXPECT_NE(e.find("is a directory"), std::string::npos) << e;
 }
 
 }  // namespace

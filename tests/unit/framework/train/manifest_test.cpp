@@ -1,6 +1,7 @@
 #include "sdpo/train/manifest.h"
 
 #include <boost/json.hpp>
+#include <fstream>
 
 #include "sdpo/core/error.h"
 #include "sdpo/core/registry.h"
@@ -99,6 +100,50 @@ TEST(Manifest, RequiredOptionFailsWhenMissingButNotWhileDescribing) {
 
 TEST(Manifest, MissingFileIsFileError) {
   EXPECT_THROW(sdpo::Manifest::load("/nonexistent/manifest.json"), sdpo::FileError);
+}
+
+TEST(Manifest, ADirectoryIsNamedAsOne) {
+  const auto dir = sdpo::test::temp_dir("manifest_dir");
+  sdpo::test::expect_error_names([&] { sdpo::Manifest::load(dir); }, {dir, "is a directory, expected a JSON file"});
+}
+
+TEST(Manifest, AUtf8ByteOrderMarkIsSkipped) {
+  const auto path = sdpo::test::temp_dir("manifest_bom") + "/bom.json";
+  std::ofstream(path) << "\xEF\xBB\xBF{\"name\": \"bom\", \"train\": {\"epochs\": 7}}";
+  EXPECT_EQ(sdpo::Manifest::load(path).train.epochs, 7);
+}
+
+TEST(Manifest, ARepeatedKeyIsRefusedNamingItsPath) {
+  const auto dir = sdpo::test::temp_dir("manifest_dup");
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+    return dir + "/" + name;
+  };
+  sdpo::test::expect_error_names(
+      [&] { sdpo::Manifest::load(write("top.json", R"({"name": "a", "name": "b"})")); },
+      {"top.json", ": name: the key appears twice"});
+  sdpo::test::expect_error_names(
+      [&] {
+        sdpo::Manifest::load(write(
+            "nested.json",
+            R"({"train": {"learning_rate": 1e-4, /* a comment */ "epochs": 2, "learning_rate": 1e-3}})"));
+      },
+      {"nested.json", "train.learning_rate: the key appears twice"});
+  sdpo::test::expect_error_names(
+      [&] {
+        sdpo::Manifest::load(write(
+            "array.json", R"({"eval": {"steps": [1, 2]}, "rewards": [{"name": "x"}, {"name": "y", "name": "z"}]})"));
+      },
+      {"array.json", "rewards[1].name: the key appears twice"});
+  // Equal keys in different objects are fine.
+  EXPECT_NO_THROW(
+      sdpo::Manifest::load(write("ok.json", R"({"model": {"name": "toy_unet"}, "sampler": {"name": "ddim"}})")));
+}
+
+TEST(Manifest, SetRefusesAnEmptyKeyInItsPath) {
+  for (const char* set : {"train.epochs.=2", ".train.epochs=2", "train..epochs=2"}) {
+    EXPECT_NE(error_of("{}", {set}).find("the JSON path has an empty key"), std::string::npos) << set;
+  }
 }
 
 TEST(Manifest, UnknownPluginListsRegisteredNames) {

@@ -4,12 +4,18 @@
 // and live in the framework library (default visibility), so a throw inside a plugin is caught
 // by the host (aesthetics.md, "Errors at the boundary").
 
+#include <exception>
 #include <stdexcept>
 #include <string>
 
 #include "sdpo/core/api.h"
 
 namespace sdpo {
+
+/// The message of `e` for a user, on one line where libtorch's is: a c10::Error without its C++
+/// backtrace (kept when the environment sets SDPO_DEBUG=1), std::bad_alloc as "out of memory"
+/// with what to lower. Every catch that re-words or prints an exception uses it.
+SDPO_API std::string error_message(const std::exception& e);
 
 /// Base of every framework error.
 class SDPO_API Error : public std::runtime_error {

@@ -77,7 +77,9 @@ class OptionReader {
   bool describing_ = false;
 };
 
-/// Parses a JSON file; throws FileError (missing) or ManifestError (syntax, with line).
+/// Parses a JSON file (comments and trailing commas allowed, a UTF-8 byte-order mark skipped).
+/// Throws FileError (missing, unreadable, a directory) or ManifestError (a syntax error, with its
+/// line; a key repeated in one object, naming it: JSON parsers keep one of the two silently).
 boost::json::value json_parse_file(const std::string& path);
 /// Pretty-prints JSON with two-space indentation.
 std::string json_pretty(const boost::json::value& v);
