@@ -5,7 +5,9 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
+#include <fcntl.h>
 #include <torch/csrc/api/include/torch/version.h>
+#include <unistd.h>
 
 #include <boost/json.hpp>
 #include <chrono>
@@ -48,6 +50,15 @@ namespace sdpo {
 namespace fs = std::filesystem;
 
 namespace {
+
+// fsync of a closed file, so that a rename after it never publishes a file whose blocks are not
+// yet on disk (a power cut, not only a kill). Best effort: an error here is reported by the rename.
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
 
 void check_finite(const at::Tensor& t, const std::string& what, std::int64_t epoch) {
   if (!at::isfinite(t).all().item<bool>()) {
@@ -164,9 +175,8 @@ struct Trainer::Impl {
           run_path,
           "missing, but " + checkpoint_dir(dir, resumed_from) + " exists: cannot resume without the run's curves");
     }
-    file = std::make_unique<RunFile>(RunFile::open(run_path));
     boost::system::error_code ec;
-    boost::json::value logged = boost::json::parse(file->attribute("manifest"), ec);
+    boost::json::value logged = boost::json::parse(RunFile::open(run_path, false).attribute("manifest"), ec);
     if (ec || !logged.is_object()) throw FileError(run_path, "its root attribute 'manifest' is not a JSON object");
     const auto diffs = resume_differences(logged.as_object(), m.root);
     if (!diffs.empty()) {
@@ -185,11 +195,25 @@ struct Trainer::Impl {
           checkpoint_dir(dir, resumed_from),
           "holds the counters of epoch " + std::to_string(counters.epoch) + ", not " + std::to_string(resumed_from));
     }
-    rewind_run_folder(dir, *file, resumed_from, m);
-    file->set_attribute("manifest", m.text());
-    // The resumed piece runs with this process's threads (the speed of its epochs depends on it).
-    file->set_attribute("intra_op_threads", std::to_string(intra_op_threads()));
-    file->flush();
+    // The rollback runs on a copy that is then renamed over run.h5 (rename is atomic): a kill at
+    // any moment of a resume leaves either the old file, which the next resume rolls back again,
+    // or the rolled-back one, never a half-edited file.
+    const std::string rewind_path = run_path + ".rewind";
+    std::error_code fec;
+    fs::copy_file(run_path, rewind_path, fs::copy_options::overwrite_existing, fec);
+    if (fec) throw FileError(rewind_path, "cannot copy the run file for its rollback: " + fec.message());
+    {
+      RunFile copy = RunFile::open(rewind_path);
+      rewind_run_folder(dir, copy, resumed_from, m);
+      copy.set_attribute("manifest", m.text());
+      // The resumed piece runs with this process's threads (the speed of its epochs depends on it).
+      copy.set_attribute("intra_op_threads", std::to_string(intra_op_threads()));
+      copy.flush();
+    }
+    sync_file(rewind_path);
+    fs::rename(rewind_path, run_path, fec);
+    if (fec) throw FileError(run_path, "cannot move the rolled-back run file into place: " + fec.message());
+    file = std::make_unique<RunFile>(RunFile::open(run_path));
     std::cerr << "resuming " << dir << " from its checkpoint at epoch " << resumed_from << " of " << m.train.epochs
               << "\n";
   }
