@@ -251,6 +251,13 @@ int cmd_sample(const std::vector<std::string>& args) {
   auto m = sdpo::Manifest::load(manifest_path, sets);
   auto c = sdpo::build_components(m, sdpo::ComponentSet::kSampling);
   if (checkpoint != "base") sdpo::checkpoint_load(checkpoint, *c.model, nullptr, nullptr, nullptr);
+  for (const auto& [key, w] : c.model->state_dict()) {
+    if (w.is_floating_point() && !at::isfinite(w).all().item<bool>()) {
+      throw sdpo::Error(
+          "sample: the model's weight '" + key + "' holds NaN or Inf (" +
+          (checkpoint == "base" ? "the base model" : "checkpoint " + checkpoint) + "): nothing to sample from");
+    }
+  }
   auto prompts = vm["prompt"].as<std::vector<std::string>>();
   std::vector<std::int64_t> seeds;
   for (std::size_t i = 0; i < prompts.size(); ++i) seeds.push_back(seed + static_cast<std::int64_t>(i));
@@ -265,7 +272,13 @@ int cmd_sample(const std::vector<std::string>& args) {
     }
     step_list.push_back(n);
     const c10::Device device(m.device);
-    columns.push_back(sdpo::generate_images(c, prompts, seeds, n, device, m.sample.forward_batch).cpu());
+    auto images = sdpo::generate_images(c, prompts, seeds, n, device, m.sample.forward_batch).cpu();
+    if (!at::isfinite(images).all().item<bool>()) {
+      throw sdpo::Error(
+          "sample: model '" + m.model.name + "' and decoder '" + m.decoder.name + "' produced NaN or Inf images at " +
+          std::to_string(n) + " steps");
+    }
+    columns.push_back(images);
   }
   auto grid = sdpo::image_grid(at::stack(columns, 1).flatten(0, 1), static_cast<std::int64_t>(columns.size()), 2, 2);
   sdpo::png_write(out, grid);

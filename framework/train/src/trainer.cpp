@@ -331,6 +331,12 @@ struct Trainer::Impl {
       Trajectories tr =
           sample_trajectories(*c.model, *c.sampler, cond, x_T.to(device), T, gen, true, m.sample.forward_batch);
       sampling.stop();
+      // A diverged policy shows here first: blamed on the model, not on the reward it feeds.
+      if (!at::isfinite(tr.final_sample).all().item<bool>()) {
+        throw NumericError(
+            "model '" + m.model.name + "' produced NaN or Inf while sampling at epoch " +
+            std::to_string(counters.epoch + 1) + " (diverged weights? lower train.learning_rate)");
+      }
       const std::int64_t N = x_T.size(0);
       QueryPlan plan;
       at::Tensor scores, dense;
@@ -339,6 +345,7 @@ struct Trainer::Impl {
         const at::Tensor final_image =
             c.sampler->final_image_is_pred_x0() ? tr.pred_x0.select(1, tr.pred_x0.size(1) - 1) : tr.final_sample;
         auto images = timed(times.decode, device, [&] { return c.decoder->decode(final_image); });
+        check_finite(images, "decoder '" + m.decoder.name + "'", counters.epoch + 1);
         scores =
             timed(times.reward, device, [&] { return c.reward->score(images, prompts); }).to(at::kFloat).view({N, 1});
         check_finite(scores, "reward '" + m.reward.name + "'", counters.epoch + 1);
@@ -355,6 +362,7 @@ struct Trainer::Impl {
         auto picked = tr.pred_x0.gather(1, gather_idx).reshape({N * Q, shape[0], shape[1], shape[2]});
         planning.stop();
         auto images = timed(times.decode, device, [&] { return c.decoder->decode(picked); });
+        check_finite(images, "decoder '" + m.decoder.name + "'", counters.epoch + 1);
         std::vector<std::string> image_prompts;
         for (const auto& p : prompts) image_prompts.insert(image_prompts.end(), static_cast<size_t>(Q), p);
         scores = timed(times.reward, device, [&] { return c.reward->score(images, image_prompts); })
