@@ -22,6 +22,8 @@
 #include "sdpo/train/components.h"
 #include "sdpo/train/evaluation.h"
 #include "sdpo/train/image_io.h"
+#include "sdpo/train/interrupt.h"
+#include "sdpo/train/run_folder.h"
 #include "sdpo/train/sampling.h"
 #include "sdpo/train/threads.h"
 #include "sdpo/train/trainer.h"
@@ -188,7 +190,15 @@ int cmd_train(const std::vector<std::string>& args) {
       "overwrite", po::bool_switch(&options.overwrite), "replace the run the folder holds");
   auto manifest = manifest_command(args, d);  // fills `options` too
   sdpo::Trainer trainer(std::move(manifest), options);
-  trainer.run();
+  try {
+    trainer.run();
+  } catch (const sdpo::Interrupted& e) {
+    const auto& dir = trainer.run_dir();
+    std::cerr << "sdpo train: " << e.what() << ": " << dir
+              << "/run.h5 holds every completed epoch, the last checkpoint is epoch "
+              << sdpo::last_checkpoint_epoch(dir) << "; resume with --resume --output " << dir << "\n";
+    return e.exit_status();
+  }
   const char* rank = std::getenv("RANK");
   if (rank != nullptr && std::string(rank) != "0" && std::getenv("WORLD_SIZE") != nullptr &&
       std::string(std::getenv("WORLD_SIZE")) != "1") {
@@ -395,6 +405,8 @@ int main(int argc, char** argv) {
     const auto threads = sdpo::resolve_threads(take_threads_option(args), sdpo::ThreadEnvironment::current());
     sdpo::apply_threads(threads);
     if (cmd == "plugins") return cmd_plugins(args);
+    // Ctrl-C and SIGTERM stop a run between batches, its files flushed (sdpo/train/interrupt.h).
+    if (cmd == "train" || cmd == "experiment") sdpo::install_interrupt_handlers();
     if (cmd == "train") return cmd_train(args);
     if (cmd == "experiment") return cmd_experiment(args);
     if (cmd == "launch") return cmd_launch(args, threads);
@@ -404,6 +416,9 @@ int main(int argc, char** argv) {
     if (cmd == "bench") return cmd_bench(args);
     std::cerr << "sdpo: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
+  } catch (const sdpo::Interrupted& e) {
+    std::cerr << "sdpo " << cmd << ": " << e.what() << "; run it again to resume\n";
+    return e.exit_status();
   } catch (const po::error& e) {
     std::cerr << "sdpo " << cmd << ": " << e.what() << "\n(see sdpo --help)\n";
     return 2;

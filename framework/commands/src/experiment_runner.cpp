@@ -25,6 +25,7 @@
 #include "sdpo/core/registry.h"
 #include "sdpo/train/clocks.h"
 #include "sdpo/train/components.h"
+#include "sdpo/train/interrupt.h"
 #include "sdpo/train/progress.h"
 #include "sdpo/train/run_folder.h"
 #include "sdpo/train/trainer.h"
@@ -389,6 +390,14 @@ ExperimentReport run_experiment(const Experiment& e, const ExperimentOptions& o,
       }
       ++rep.trained;
       print_status(o.progress, tag + ": complete");
+    } catch (const Interrupted&) {
+      // Ctrl-C stops the experiment, not just this run: the index says where it stood, and the
+      // next `sdpo experiment` resumes the run from its last checkpoint.
+      rec.state = "pending";
+      rec.resume_from = last_checkpoint_epoch(run.dir);
+      rec.updated_at = utc_timestamp();
+      write_index(e, rep);
+      throw;
     } catch (const std::exception& ex) {
       rec.state = "failed";
       rec.error = error_message(ex);

@@ -38,6 +38,7 @@
 #include "sdpo/train/components.h"
 #include "sdpo/train/evaluation.h"
 #include "sdpo/train/image_io.h"
+#include "sdpo/train/interrupt.h"
 #include "sdpo/train/progress.h"
 #include "sdpo/train/reference_model.h"
 #include "sdpo/train/run_file.h"
@@ -312,6 +313,7 @@ struct Trainer::Impl {
     noise_shape.insert(noise_shape.end(), shape.begin(), shape.end());
     std::vector<RolloutBuffer> parts;  // one per batch, merged in the union layout below
     for (std::int64_t batch = first; batch < first + count; ++batch) {
+      check_interrupt();  // Ctrl-C: stop between batches (sdpo/train/interrupt.h)
       at::NoGradGuard no_grad;
       PhaseTimer sampling(times.sampling, device);
       // 1. prompts, uniformly with replacement (4.1/7.1), encoded once per batch.
@@ -660,6 +662,7 @@ void Trainer::Impl::run() {
       if (s.file) s.file->flush();
     }
     for (std::int64_t e = s.counters.epoch; e < s.m.train.epochs; ++e) {
+      check_interrupt();
       s.train_epoch();
       const bool last = s.counters.epoch == s.m.train.epochs;
       if (evaluates_at(s.m, s.counters.epoch)) s.evaluate();
@@ -671,6 +674,13 @@ void Trainer::Impl::run() {
         epoch_done = false;
       }
     }
+  } catch (const Interrupted&) {
+    // Not a failure: the command line says how to resume.
+    if (s.file) {
+      s.file->flush();
+      s.file.reset();
+    }
+    throw;
   } catch (const std::exception& e) {
     if (s.file) {
       s.file->flush();
