@@ -19,7 +19,8 @@ The --fail flags make the server misbehave deterministically, for the plugin's t
                          nan          answer NaN for the first score (json.dumps writes `NaN`)
                          wrong_id     answer with id + 1
                          non_number   answer a string for the first score
-                         garbage      write a line that is not JSON
+                         garbage      write a line that is not JSON (with a terminal escape
+                                      sequence and a non-UTF-8 byte in it)
                          error        answer {"id": n, "error": "simulated failure"}
                          sleep        sleep --sleep-seconds, then answer
                          crash        exit with status 3 without answering
@@ -30,6 +31,8 @@ The --fail flags make the server misbehave deterministically, for the plugin's t
     --fail-once PATH   misbehave only while PATH does not exist, and create it when misbehaving:
                        the restarted server of the plugin's retry then answers normally
     --log PATH         append "<pid> <id> <count>" to PATH for every request received
+    --spawn-child PATH start a child process (sleep) at start and write its pid to PATH: the
+                       plugin must stop it with the server (the server's process group)
 """
 
 import argparse
@@ -89,7 +92,7 @@ def misbehave(mode, out, request_id, scores, sleep_seconds):
     elif mode == "non_number":
         write_line(out, {"id": request_id, "scores": ["high"] + scores[1:]})
     elif mode == "garbage":
-        out.write(b"this is not json\n")
+        out.write(b"this is not json \x1b[31m\xff\n")
         out.flush()
     elif mode == "error":
         write_line(out, {"id": request_id, "error": "simulated failure"})
@@ -115,7 +118,13 @@ def main():
     p.add_argument("--fail-once", metavar="PATH")
     p.add_argument("--sleep-seconds", type=float, default=3600.0)
     p.add_argument("--log", metavar="PATH")
+    p.add_argument("--spawn-child", metavar="PATH")
     args = p.parse_args()
+    if args.spawn_child:
+        import subprocess
+        child = subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        with open(args.spawn_child, "w") as f:
+            f.write("%d\n" % child.pid)
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     # Keep stdout for the protocol: a stray print() would corrupt it.

@@ -73,8 +73,26 @@ Answer violation(std::string message) {
 }  // namespace
 
 std::string excerpt(const std::string& text, std::size_t max_chars) {
-  if (text.size() <= max_chars) return "'" + text + "'";
-  return "'" + text.substr(0, max_chars) + "...' (" + std::to_string(text.size()) + " bytes)";
+  // What a misbehaving server wrote goes into an error message, so onto the user's terminal:
+  // control bytes (escape sequences) and non-ASCII bytes are shown as \xNN, never sent raw.
+  auto escaped = [](const std::string& s) {
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    for (unsigned char ch : s) {
+      if (ch == '\\') {
+        out += "\\\\";
+      } else if (ch >= 0x20 && ch < 0x7f) {
+        out += static_cast<char>(ch);
+      } else {
+        out += "\\x";
+        out += hex[ch >> 4];
+        out += hex[ch & 0xf];
+      }
+    }
+    return out;
+  };
+  if (text.size() <= max_chars) return "'" + escaped(text) + "'";
+  return "'" + escaped(text.substr(0, max_chars)) + "...' (" + std::to_string(text.size()) + " bytes)";
 }
 
 Handshake parse_handshake(const std::string& line) {

@@ -86,7 +86,11 @@ pid_t spawn(const std::vector<std::string>& argv, int child_stdin, int child_std
   sigaddset(&pipe_only, SIGPIPE);
   if (int rc = ::posix_spawnattr_setsigmask(&attr.a, &none)) fail_call("posix_spawnattr_setsigmask", rc);
   if (int rc = ::posix_spawnattr_setsigdefault(&attr.a, &pipe_only)) fail_call("posix_spawnattr_setsigdefault", rc);
-  if (int rc = ::posix_spawnattr_setflags(&attr.a, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+  // Its own process group (pgid = its pid): stop() kills the group, so the server's own children
+  // go with it, and a Ctrl-C at the terminal reaches only sdpo, which stops the server itself.
+  if (int rc = ::posix_spawnattr_setpgroup(&attr.a, 0)) fail_call("posix_spawnattr_setpgroup", rc);
+  if (int rc =
+          ::posix_spawnattr_setflags(&attr.a, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
     fail_call("posix_spawnattr_setflags", rc);
 
   std::vector<char*> args;
@@ -329,6 +333,11 @@ ExitStatus Subprocess::stop(std::chrono::milliseconds grace) {
     status_ = wait_child(pid_, /*block=*/true);
     // It may have exited on its own between the last check and the kill.
     status_->killed = status_->signaled && status_->code == SIGKILL;
+  }
+  // Whatever the server started and left behind (its process group) goes too; ESRCH: nothing left.
+  if (!group_killed_) {
+    group_killed_ = true;
+    ::kill(-pid_, SIGKILL);
   }
   from_child_.reset();
   buffer_.clear();

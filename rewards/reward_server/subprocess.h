@@ -102,6 +102,7 @@ class Subprocess {
   Fd from_child_;       ///< our end of the child's stdout
   std::string buffer_;  ///< bytes read past the last returned line
   std::optional<ExitStatus> status_;
+  bool group_killed_ = false;  ///< stop() has sent SIGKILL to the process group once
 };
 
 }  // namespace sdpo::reward_server

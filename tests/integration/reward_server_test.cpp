@@ -200,7 +200,8 @@ TEST(RewardServer, EachBadAnswerGivesItsDocumentedErrorAndIsNotRetried) {
       {"nan", {"request 1: score 0 is NaN", "scores must be finite); not retried"}, true},
       {"wrong_id", {"request 1: wrong id: the answer has id 2, the request had id 1; not retried"}, false},
       {"non_number", {"request 1: score 0 is not a number: \"high\"; not retried"}, false},
-      {"garbage", {"request 1: malformed answer (not JSON: ", "'this is not json'; not retried"}, false},
+      // The server's bytes are escaped, never echoed raw to the terminal.
+      {"garbage", {"request 1: malformed answer (not JSON: ", "'this is not json \\x1b[31m\\xff'; not retried"}, false},
       {"error", {"request 1: the server reported an error: simulated failure (not retried)"}, false},
   };
   const at::Tensor images = test_images(4, 8, 4);
@@ -328,6 +329,34 @@ TEST(RewardServer, StartupFailuresAndOptionsAreReported) {
   auto reward = make_server_reward({});
   expect_error([&] { reward->score(at::zeros({2, 8, 8}), {}); }, {"expected images (B, 3, H, W), got sizes (2, 8, 8)"});
   EXPECT_THROW(reward->score(at::full({1, 3, 4, 4}, NAN), {}), sdpo::NumericError);
+}
+
+// The server runs in its own process group, and stopping it kills the group: what the server
+// started goes with it.
+TEST(RewardServer, TheServersOwnChildrenAreStoppedWithIt) {
+  SKIP_WITHOUT_PYTHON();
+  const std::string dir = sdpo::test::temp_dir("reward_server_grandchild");
+  pid_t grandchild = 0;
+  {
+    auto reward = make_server_reward({"--spawn-child", dir + "/child.pid"});
+    reward->score(test_images(2, 8, 3), {});
+    std::ifstream(dir + "/child.pid") >> grandchild;
+    ASSERT_GT(grandchild, 0);
+    EXPECT_FALSE(process_gone(grandchild));
+    const auto children = child_processes();
+    ASSERT_EQ(children.size(), 1u);
+    EXPECT_EQ(::getpgid(children[0]), children[0]) << "the server leads its own process group";
+    EXPECT_EQ(::getpgid(grandchild), children[0]);
+  }
+  // Killed with the group; reaped by init (it is not our child), so poll briefly for its exit.
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
+    std::string s((std::istreambuf_iterator<char>(stat)), {});
+    gone = s.empty() || s.find(") Z") != std::string::npos;
+    if (!gone) ::usleep(10000);
+  }
+  EXPECT_TRUE(gone) << "the server's child " << grandchild << " outlived it";
 }
 
 TEST(RewardServer, NoChildProcessIsLeftBehind) {
