@@ -8,6 +8,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -72,8 +74,9 @@ void write_csv(const std::string& path, const DenseRewardAnalysis& a) {
     f << csv_quote(r.predictor) << ',' << r.queries_per_trajectory << ',' << c.cosine_mean << ',' << c.l1_sum << ','
       << c.l2_sum << ',' << c.l2_pooled << '\n';
   }
+  errno = 0;
   f.flush();
-  if (!f) throw FileError(path, "write failed");
+  if (!f) throw FileError(path, std::string("write failed: ") + (errno ? std::strerror(errno) : "stream error"));
 }
 
 void write_h5(const std::string& path, const DenseRewardAnalysis& a, const Manifest& m) {

@@ -104,8 +104,13 @@ void write_index(const Experiment& e, const ExperimentReport& rep) {
   const std::string tmp = rep.index_path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
+    errno = 0;
     f << json_pretty(root) << "\n";
-    if (!f) throw FileError(tmp, "cannot write the experiment index");
+    f.flush();
+    if (!f) {
+      throw FileError(
+          tmp, std::string("cannot write the experiment index: ") + (errno ? std::strerror(errno) : "stream error"));
+    }
   }
   std::error_code ec;
   fs::rename(tmp, rep.index_path, ec);

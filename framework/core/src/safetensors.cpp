@@ -192,8 +192,10 @@ at::Tensor parse_tensor(
 }
 
 void write_all(std::ofstream& out, const std::string& tmp, const void* data, std::uint64_t n) {
+  errno = 0;
   out.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
-  if (!out) throw FileError(tmp, "write failed");
+  // The stream keeps no error code; errno is the failed write(2)'s (e.g. ENOSPC, a full disk).
+  if (!out) throw FileError(tmp, std::string("write failed: ") + (errno ? std::strerror(errno) : "stream error"));
 }
 
 }  // namespace
@@ -319,8 +321,9 @@ void safetensors_save(const std::string& path, const TensorMap& tensors, const S
     for (const auto& [key, t] : cpu) {
       write_all(out, tmp, t.data_ptr(), static_cast<std::uint64_t>(t.numel()) * t.element_size());
     }
+    errno = 0;
     out.close();
-    if (!out) throw FileError(tmp, "closing failed");
+    if (!out) throw FileError(tmp, std::string("closing failed: ") + (errno ? std::strerror(errno) : "stream error"));
   }
   fs::rename(tmp, target, fec);
   if (fec) throw FileError(path, "cannot rename " + tmp + ": " + fec.message());

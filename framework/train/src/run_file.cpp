@@ -24,6 +24,15 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // HDF5 prints its error stack to stderr by default; we report errors as exceptions instead.
 // The library is built thread-safe, where this setting is per thread.
 void quiet_hdf5_errors() {
+  // HDF5's own exit handler closes what is still open and flushes it; after a failed write (a
+  // full disk) that flush crashed the process at exit (SIGSEGV inside H5_term_library). Every
+  // file here is closed by its RunFile/TableFile, so the handler has nothing to do: skipped. It
+  // must be requested before the library's first call, hence here.
+  static const bool no_atexit = [] {
+    H5dont_atexit();
+    return true;
+  }();
+  (void)no_atexit;
   thread_local bool done = false;
   if (!done) {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
@@ -133,6 +142,15 @@ struct RunFile::Impl {
     std::string detail;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_error, &detail);
     H5Eclear2(H5E_DEFAULT);
+    // The sec2 driver's message spans lines (time, buffer address, sizes); its errno text is the
+    // part a user needs ("file write failed: No space left on device").
+    const auto at = detail.find("error message = '");
+    if (at != std::string::npos) {
+      const auto begin = at + std::strlen("error message = '");
+      const auto end = detail.find('\'', begin);
+      const auto what = detail.substr(0, detail.find(':'));
+      detail = what + ": " + detail.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+    }
     throw FileError(
         path, std::string(call) + " on " + object + " failed" + (detail.empty() ? std::string() : ": " + detail));
   }

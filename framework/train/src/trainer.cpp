@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -640,8 +642,14 @@ void Trainer::Impl::run() {
                    {"started_at", utc_timestamp()}}));
   }
   if (s.writes()) {
-    std::ofstream mf(fs::path(s.dir) / "manifest.json");
+    const auto manifest_path = (fs::path(s.dir) / "manifest.json").string();
+    std::ofstream mf(manifest_path);
+    errno = 0;
     mf << s.m.text() << "\n";
+    mf.flush();
+    if (!mf) {
+      throw FileError(manifest_path, std::string("write failed: ") + (errno ? std::strerror(errno) : "stream error"));
+    }
   }
   if (s.dist) {
     // As DDP does at construction: every rank starts from rank 0's weights, whatever it loaded.
@@ -656,6 +664,17 @@ void Trainer::Impl::run() {
   s.device_seconds_base = s.counters.device_seconds;
   s.device_clock = std::make_unique<DeviceClock>(s.device, s.dist ? 0.0 : s.counters.device_seconds);
   bool epoch_done = false;
+  std::string stage;  // what the epoch loop is doing besides training, for the error message
+  // On the way out after an error: a flush that fails too (a full disk) must not replace the
+  // first error, and the file is closed either way (the last flushed epoch stays readable).
+  auto close_quietly = [&] {
+    if (!s.file) return;
+    try {
+      s.file->flush();
+    } catch (const std::exception&) {
+    }
+    s.file.reset();
+  };
   try {
     if (s.resumed_from == 0) {
       if (evaluates_at(s.m, 0)) s.evaluate();
@@ -665,9 +684,13 @@ void Trainer::Impl::run() {
       check_interrupt();
       s.train_epoch();
       const bool last = s.counters.epoch == s.m.train.epochs;
+      stage = "while evaluating after epoch " + std::to_string(s.counters.epoch);
       if (evaluates_at(s.m, s.counters.epoch)) s.evaluate();
+      stage = "while writing epoch " + std::to_string(s.counters.epoch) + " to the run file";
       if (s.file) s.file->flush();
+      stage = "while saving the checkpoint of epoch " + std::to_string(s.counters.epoch);
       if (s.counters.epoch % s.m.train.checkpoint_every == 0 || last) s.save_checkpoint();
+      stage.clear();
       if (s.opts.on_epoch) {
         epoch_done = true;  // an exception from the callback comes after a complete epoch
         s.opts.on_epoch(s.counters);
@@ -676,18 +699,13 @@ void Trainer::Impl::run() {
     }
   } catch (const Interrupted&) {
     // Not a failure: the command line says how to resume.
-    if (s.file) {
-      s.file->flush();
-      s.file.reset();
-    }
+    close_quietly();
     throw;
   } catch (const std::exception& e) {
-    if (s.file) {
-      s.file->flush();
-      s.file.reset();
-    }
-    const std::string when = epoch_done ? "after epoch " + std::to_string(s.counters.epoch)
-                                        : "during epoch " + std::to_string(s.counters.epoch + 1);
+    close_quietly();
+    const std::string when = epoch_done       ? "after epoch " + std::to_string(s.counters.epoch)
+                             : !stage.empty() ? stage
+                                              : "during epoch " + std::to_string(s.counters.epoch + 1);
     throw Error(
         "run '" + s.m.name + "' stopped " + when + ": " + error_message(e) + " (run file " + run_path +
         " holds every completed epoch; " + "checkpoints in " + (fs::path(s.dir) / "checkpoints").string() + ")");
