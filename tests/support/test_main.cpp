@@ -13,5 +13,8 @@ int main(int argc, char** argv) {
   // The same for the `sdpo` processes the CLI tests start (sdpo/train/threads.h), unless the caller chose.
   ::setenv("SDPO_THREADS", "1", /*overwrite=*/0);
   sdpo::test::load_plugins_once();
-  return RUN_ALL_TESTS();
+  const int result = RUN_ALL_TESTS();
+  // A passing run leaves no /tmp/sdpo_test_* folders behind; a failing one keeps them.
+  if (result == 0) sdpo::test::remove_temp_dirs();
+  return result;
 }

@@ -85,6 +85,17 @@ std::string micro_algorithm_manifest(const std::string& algorithm) {
       R"({"name": ")" + algorithm + R"("})");
 }
 
+namespace {
+std::mutex& temp_dirs_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::vector<std::string>& temp_dirs() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+}  // namespace
+
 std::string temp_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
   namespace fs = std::filesystem;
@@ -92,7 +103,18 @@ std::string temp_dir(const std::string& tag) {
   fs::path p =
       fs::temp_directory_path() / ("sdpo_test_" + tag + "_" + std::to_string(stamp) + "_" + std::to_string(counter++));
   fs::create_directories(p);
+  std::lock_guard<std::mutex> lock(temp_dirs_mutex());
+  temp_dirs().push_back(p.string());
   return p.string();
+}
+
+void remove_temp_dirs() {
+  std::lock_guard<std::mutex> lock(temp_dirs_mutex());
+  for (const auto& d : temp_dirs()) {
+    std::error_code ec;
+    std::filesystem::remove_all(d, ec);  // a tmpfs still mounted there (full_disk_test) stays
+  }
+  temp_dirs().clear();
 }
 
 void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts) {

@@ -39,8 +39,12 @@ std::string micro_manifest(const std::string& reward, const std::string& normali
 /// a per-step-prompt normalizer (the same buffer).
 std::string micro_algorithm_manifest(const std::string& algorithm);
 
-/// A fresh empty directory under the system temp folder, unique per call.
+/// A fresh empty directory under the system temp folder, unique per call. The test binary
+/// removes them all when every test it ran passed (a failure keeps them to look at).
 std::string temp_dir(const std::string& tag);
+
+/// Removes every folder temp_dir() made in this process (test_main.cpp, after a passing run).
+void remove_temp_dirs();
 
 /// Expects `f` to throw an sdpo::Error whose message contains every one of `parts`.
 void expect_error_names(const std::function<void()>& f, const std::vector<std::string>& parts);
