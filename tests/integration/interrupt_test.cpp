@@ -23,11 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
 struct Started {
   pid_t pid;
   std::string log;
@@ -73,10 +68,10 @@ TEST_P(Interrupt, StopsBetweenBatchesSaysHowToResumeAndResumes) {
   const int sig = GetParam();
   const auto dir = sdpo::test::temp_dir("interrupt");
   auto s = start_train(dir);
-  ASSERT_TRUE(wait_for_checkpoint(dir + "/run")) << slurp(s.log);
+  ASSERT_TRUE(wait_for_checkpoint(dir + "/run")) << sdpo::test::read_text(s.log);
   ::kill(s.pid, sig);
-  EXPECT_EQ(wait_status(s.pid), 128 + sig) << slurp(s.log);
-  const auto log = slurp(s.log);
+  EXPECT_EQ(wait_status(s.pid), 128 + sig) << sdpo::test::read_text(s.log);
+  const auto log = sdpo::test::read_text(s.log);
   EXPECT_NE(log.find(sig == SIGINT ? "interrupted by SIGINT" : "interrupted by SIGTERM"), std::string::npos) << log;
   EXPECT_NE(log.find("resume with --resume --output " + dir + "/run"), std::string::npos) << log;
   // The run file is whole and the folder resumes (to one more epoch, to keep the test short).
@@ -107,7 +102,8 @@ TEST(Interrupt, ASecondSignalExitsAtOnce) {
     ::_exit(4);  // not reached
   }
   EXPECT_EQ(wait_status(pid), 130);
-  EXPECT_NE(slurp(log).find("second signal: exiting now"), std::string::npos) << slurp(log);
+  EXPECT_NE(sdpo::test::read_text(log).find("second signal: exiting now"), std::string::npos)
+      << sdpo::test::read_text(log);
 }
 
 TEST(Interrupt, CheckInterruptThrowsWithTheExitStatus) {

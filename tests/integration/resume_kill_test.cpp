@@ -46,17 +46,12 @@ int wait_exit(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
 TEST(ResumeKill, AKillAtAnyMomentOfAResumeLeavesARunTheNextResumeContinues) {
   const auto dir = sdpo::test::temp_dir("resume_kill");
   const auto manifest = dir + "/micro.json", log = dir + "/log.txt";
   std::ofstream(manifest) << sdpo::test::micro_algorithm_manifest("sdpo");
   const auto straight = dir + "/straight", broken = dir + "/broken";
-  ASSERT_EQ(wait_exit(spawn_train(manifest, straight, false, log)), 0) << slurp(log);
+  ASSERT_EQ(wait_exit(spawn_train(manifest, straight, false, log)), 0) << sdpo::test::read_text(log);
 
   // The broken run: killed once it logged epoch 3 (checkpoint at 2), so every resume rolls back.
   const pid_t first = spawn_train(manifest, broken, false, log);
@@ -66,7 +61,7 @@ TEST(ResumeKill, AKillAtAnyMomentOfAResumeLeavesARunTheNextResumeContinues) {
   }
   ::kill(first, SIGKILL);
   wait_exit(first);
-  ASSERT_EQ(sdpo::last_checkpoint_epoch(broken), 2) << slurp(log);
+  ASSERT_EQ(sdpo::last_checkpoint_epoch(broken), 2) << sdpo::test::read_text(log);
 
   // From a copy of that folder each time: a resume killed after 0 to 450 ms (the component
   // build, the rollback of run.h5, the first epochs after it), then one left to finish.
@@ -83,7 +78,7 @@ TEST(ResumeKill, AKillAtAnyMomentOfAResumeLeavesARunTheNextResumeContinues) {
     const auto st = sdpo::inspect_run_folder(run, 4);
     ASSERT_TRUE(st.problem.empty()) << st.problem;
     ASSERT_GE(st.epochs_logged, 2);
-    ASSERT_EQ(wait_exit(spawn_train(manifest, run, true, log)), 0) << slurp(log);
+    ASSERT_EQ(wait_exit(spawn_train(manifest, run, true, log)), 0) << sdpo::test::read_text(log);
     sdpo::test::expect_same_run(straight, run, 4);
   }
 }

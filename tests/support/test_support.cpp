@@ -108,6 +108,11 @@ std::string temp_dir(const std::string& tag) {
   return p.string();
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
 void remove_temp_dirs() {
   std::lock_guard<std::mutex> lock(temp_dirs_mutex());
   for (const auto& d : temp_dirs()) {

@@ -43,6 +43,9 @@ std::string micro_algorithm_manifest(const std::string& algorithm);
 /// removes them all when every test it ran passed (a failure keeps them to look at).
 std::string temp_dir(const std::string& tag);
 
+/// The whole file as text ("" when it cannot be read).
+std::string read_text(const std::string& path);
+
 /// Removes every folder temp_dir() made in this process (test_main.cpp, after a passing run).
 void remove_temp_dirs();
 

@@ -22,22 +22,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
 TEST(RunFolderLock, ASecondLockIsRefusedNamingTheHolderAndReleasedOnScopeExit) {
   const auto dir = sdpo::test::temp_dir("run_lock") + "/run";  // created by the lock
   {
     sdpo::RunFolderLock first(dir);
-    EXPECT_EQ(slurp(sdpo::RunFolderLock::lock_path(dir)), std::to_string(::getpid()) + "\n");
+    EXPECT_EQ(sdpo::test::read_text(sdpo::RunFolderLock::lock_path(dir)), std::to_string(::getpid()) + "\n");
     sdpo::test::expect_error_names(
         [&] { sdpo::RunFolderLock second(dir); },
         {"run folder " + dir, "is being written by process " + std::to_string(::getpid()), ".sdpo.lock",
          "another --output"});
   }
-  EXPECT_EQ(slurp(sdpo::RunFolderLock::lock_path(dir)), "");  // released: empty, still there
+  EXPECT_EQ(sdpo::test::read_text(sdpo::RunFolderLock::lock_path(dir)), "");  // released: empty, still there
   EXPECT_NO_THROW(sdpo::RunFolderLock again(dir));
 }
 
@@ -68,7 +63,7 @@ TEST(RunFolderLock, AKilledHolderLeavesNoStaleLock) {
   int status = 0;
   ::waitpid(child, &status, 0);
   // The lock file still holds the dead pid, but the kernel dropped the lock with the process.
-  EXPECT_EQ(slurp(sdpo::RunFolderLock::lock_path(dir)), std::to_string(child) + "\n");
+  EXPECT_EQ(sdpo::test::read_text(sdpo::RunFolderLock::lock_path(dir)), std::to_string(child) + "\n");
   EXPECT_NO_THROW(sdpo::RunFolderLock mine(dir));
 }
 
